@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #1feaf41b
-from . import boxes, data
+# %% ../nbs/99_all.ipynb #b4ae6420
+from . import boxes, data, grid4x4
 from .boxes import *
 from .data import *
-__all__ = [n for m in (boxes, data) for n in m.__all__]
+from .grid4x4 import *
+__all__ = [n for m in (boxes, data, grid4x4) for n in m.__all__]

@@ -146,7 +146,7 @@ def test_dls_errors(shapes_dir):
 
 def test_load_dataset(shapes_dir, tmp_path):
     t, v, c = load_dataset(shapes_dir)
-    assert (len(t), len(v)) == (40, 10) and set(c) <= set(SHAPES)
+    assert (len(t), len(v), c) == (40, 10, SHAPES)
     to_coco(t + v, SHAPES, tmp_path / 'all.json')
     t, v, c = load_dataset(tmp_path / 'all.json', img_dir=shapes_dir / 'JPEGImages')
     assert (len(t), len(v), c) == (40, 10, SHAPES)
