@@ -138,3 +138,15 @@ def test_cuda_model_loss_and_step_match_cpu():
     mg.train(); opt = torch.optim.SGD(mg.parameters(), lr=1e-3)
     l = SSDLoss(grid_anchors(4), .25)(mg(x.cuda()), bb.cuda(), lb.cuda()); l.backward(); opt.step()
     assert torch.isfinite(l)
+
+def test_cpu_chunked_class_loss_equals_loop():
+    "8732 anchors x 21 classes: the CPU path sums the class loss over groups of 5 images; same value and gradients."
+    g = torch.Generator().manual_seed(5)
+    anc = torch.cat([torch.rand(8732, 2, generator=g), torch.rand(8732, 2, generator=g) * .5 + .05], 1)
+    bb, lb = targets(12, 4, 5)
+    lb = lb * 4  # labels up to 20
+    c = torch.randn(12, 8732, 21, generator=g, requires_grad=True); b = torch.randn(12, 8732, 4, generator=g, requires_grad=True)
+    ref = sum(loop_1(ci, bi, x, y, anc, anc[:, 2:3]) for ci, bi, x, y in zip(c, b, bb, lb))
+    ours = SSDLoss(anc, anc[:, 2:3])((c, b), bb, lb)
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    for a, o in zip(torch.autograd.grad(ref, (c, b)), torch.autograd.grad(ours, (c, b))): assert torch.allclose(a, o, atol=1e-5)
