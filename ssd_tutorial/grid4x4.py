@@ -136,8 +136,8 @@ def match_batch(bboxes:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding row
     "`map_to_ground_truth` for a whole padded batch at once."
     bs, M = bboxes.shape[:2]
     valid = (bboxes[..., 2] - bboxes[..., 0]) > 0                                 # (bs, M)
-    ov = box_iou(bboxes.reshape(-1, 4), cthw2tlbr(anchors)).view(bs, M, -1)       # (bs, M, A)
-    ov = torch.where(valid[..., None], ov, -1.)
+    ov = bboxes.new_full((bs, M, len(anchors)), -1.)                             # (bs, M, A)
+    ov[valid] = box_iou(bboxes[valid], cthw2tlbr(anchors))                        # IoU of real objects only
     prior_idx = ov.argmax(2)                                                      # (bs, M)
     gt_overlap, gt_idx = ov.max(1)                                                # (bs, A)
     obj = torch.where(valid, torch.arange(M, device=bboxes.device), -1)
