@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, sys, time
 from pathlib import Path
-import matplotlib, torch
+import matplotlib
 from .data import *
 from .grid4x4 import *
 

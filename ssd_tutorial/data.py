@@ -6,10 +6,10 @@
 from __future__ import annotations
 import json, os, math, warnings, xml.etree.ElementTree as ET
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # raised by fastai's import, not by us
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch, matplotlib.pyplot as plt
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
 from .boxes import *

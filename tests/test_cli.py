@@ -1,4 +1,4 @@
-import os, subprocess, sys
+import subprocess, sys
 from ssd_tutorial.cli import main
 
 def run(*args, **kw):

@@ -1,6 +1,5 @@
 import json, shutil, warnings
 import pytest, torch
-from pathlib import Path
 from ssd_tutorial.data import *
 
 def test_make_shapes_is_deterministic(tmp_path):
