@@ -5,9 +5,12 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #b4ae6420
-from . import boxes, data, grid4x4
+# %% ../nbs/99_all.ipynb #83375817
+from . import boxes as _boxes, data as _data, grid4x4 as _grid4x4, multigrid as _multigrid, focal as _focal, nms as _nms
 from .boxes import *
 from .data import *
 from .grid4x4 import *
-__all__ = [n for m in (boxes, data, grid4x4) for n in m.__all__]
+from .multigrid import *
+from .focal import *
+from .nms import *
+__all__ = [n for m in (_boxes, _data, _grid4x4, _multigrid, _focal, _nms) for n in m.__all__]

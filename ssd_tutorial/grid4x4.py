@@ -187,22 +187,25 @@ def grid_detections(clas:Tensor, # logits `[bs, A, C+1]`
     scores, labels = torch.sigmoid(clas.float()[..., 1:]).max(-1)
     return [dict(boxes=b[s > thresh], scores=s[s > thresh], labels=l[s > thresh] + 1) for b, s, l in zip(boxes, scores, labels)]
 
-def show_preds(model, dls, anchors, grid_size, n:int=6, thresh:float=.3, figsize_per:float=3.):
-    "Ground truth (top row) above predictions (bottom row) for the first `n` validation images."
+def show_preds(model, # a model, or `{name: model}` for one row per model
+               dls, anchors, grid_size, n:int=6, thresh:float=.3, figsize_per:float=3.,
+               detect=grid_detections # `detect(clas, bbox, anchors, grid_size, thresh)` -> per-image dicts
+              ):
+    "Ground truth (top row) above the detections of `model` (a row per model) for the first `n` validation images."
+    models = model if isinstance(model, dict) else {'predicted': model}
     xb, bb, lb = dls.valid.one_batch()
     bb, lb = bb.as_subclass(Tensor), lb.as_subclass(Tensor)
-    model.eval()
-    with torch.no_grad(): clas, bbox = model(xb)
-    dets = grid_detections(clas, bbox, anchors, grid_size, thresh)
     imgs = dls.valid.decode((xb,))[0]
-    vocab, sz = list(dls.vocab), xb.shape[-1]
-    n = min(n, len(xb))
-    fig, axs = plt.subplots(2, n, figsize=(n * figsize_per, 2 * figsize_per), squeeze=False)
+    vocab, sz, n = list(dls.vocab), xb.shape[-1], min(n, len(xb))
+    fig, axs = plt.subplots(len(models) + 1, n, figsize=(n * figsize_per, (len(models) + 1) * figsize_per), squeeze=False)
     for i in range(n):
         keep = lb[i] > 0
         show_boxes(imgs[i], ((bb[i][keep] + 1) / 2 * sz).cpu(), lb[i][keep].tolist(), classes=vocab, ax=axs[0, i], title='ground truth' if i == 0 else None)
-        d = dets[i]
-        show_boxes(imgs[i], (d['boxes'] * sz).cpu(), d['labels'].tolist(), d['scores'].tolist(), classes=vocab, ax=axs[1, i], title='predicted' if i == 0 else None)
+    for row, (name, m) in enumerate(models.items(), 1):
+        m.eval()
+        with torch.no_grad(): dets = detect(*m(xb), anchors, grid_size, thresh)
+        for i, d in enumerate(dets[:n]):
+            show_boxes(imgs[i], (d['boxes'] * sz).cpu(), d['labels'].tolist(), d['scores'].tolist(), classes=vocab, ax=axs[row, i], title=name if i == 0 else None)
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,113 @@
+import io, contextlib, json, numpy as np, torch, pytest
+from ssd_tutorial.data import *
+from ssd_tutorial.metrics import *
+
+def random_case(n_img, n_cls, seed, p_difficult=0.):
+    g = torch.Generator().manual_seed(seed)
+    gts, dets = [], []
+    for i in range(n_img):
+        n = int(torch.randint(0, 7, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 200; wh = torch.rand(n, 2, generator=g) * 80 + 3
+        gb, gl = torch.cat([xy, xy + wh], 1), torch.randint(1, n_cls + 1, (n,), generator=g)
+        k = int(torch.randint(0, 3, (1,), generator=g))
+        fp_xy = torch.rand(4, 2, generator=g) * 200
+        db = torch.cat([gb + torch.randn(n, 4, generator=g) * 6, gb[:k] + torch.randn(min(k, n), 4, generator=g) * 3, torch.cat([fp_xy, fp_xy + 30], 1)])
+        db = torch.cat([torch.minimum(db[:, :2], db[:, 2:]), torch.maximum(db[:, :2], db[:, 2:])], 1)
+        dl = torch.cat([torch.where(torch.rand(n, generator=g) < .8, gl, torch.randint(1, n_cls + 1, (n,), generator=g)), gl[:k],
+                        torch.randint(1, n_cls + 1, (4,), generator=g)])
+        gts.append(dict(boxes=gb, labels=gl, difficult=torch.rand(n, generator=g) < p_difficult))
+        dets.append(dict(boxes=db, scores=torch.rand(len(db), generator=g), labels=dl))
+    return gts, dets
+
+def pycoco(gts, dets, n_cls):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(); gt.dataset = gts_to_coco(gts, [f'c{c}' for c in range(n_cls)]); gt.createIndex()
+        dt = gt.loadRes(dets_to_coco(dets))
+        E = COCOeval(gt, dt, 'bbox'); E.evaluate(); E.accumulate(); E.summarize()
+    return E
+
+@pytest.mark.parametrize('seed', range(8))
+def test_coco_map_equals_pycocotools(seed):
+    gts, dets = random_case(40, 5, seed)
+    if seed == 1: dets[3] = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))  # an image with no detections
+    if seed == 2: dets = [dict(d, scores=(d['scores'] * 4).round() / 4) for d in dets]  # many tied scores
+    E, mine = pycoco(gts, dets, 5), coco_map(gts, dets, 5)
+    assert abs(mine['AP'] - E.stats[0]) < 1e-4 and abs(mine['AP50'] - E.stats[1]) < 1e-4 and abs(mine['AP75'] - E.stats[2]) < 1e-4, (mine, E.stats[:3])
+    for c, ap in mine['per_class'].items():
+        p = E.eval['precision'][:, :, c - 1, 0, 2]
+        assert abs(ap - p[p > -1].mean()) < 1e-4
+
+def test_coco_map_class_without_objects_is_left_out():
+    gts, dets = random_case(20, 3, 0)
+    E, mine = pycoco(gts, dets, 4), coco_map(gts, dets, 4)   # class 4 has no objects: pycocotools leaves it out too
+    assert 4 not in mine['per_class'] and abs(mine['AP'] - E.stats[0]) < 1e-4
+
+def devkit_voc_eval(gts, dets, c, thresh=.5, use_07=True):
+    "Reference: the Pascal VOC devkit's voc_eval/voc_ap, transcribed plainly (continuous coordinates, no +1)."
+    R = {i: dict(bbox=g['boxes'][g['labels'] == c].numpy(), difficult=g['difficult'][g['labels'] == c].numpy().astype(bool),
+                 det=[False] * int((g['labels'] == c).sum())) for i, g in enumerate(gts)}
+    npos = sum(int((~r['difficult']).sum()) for r in R.values())
+    ids, conf, BB = [], [], []
+    for i, d in enumerate(dets):
+        m = d['labels'] == c
+        ids += [i] * int(m.sum()); conf += d['scores'][m].tolist(); BB += d['boxes'][m].tolist()
+    order = np.argsort(-np.array(conf), kind='stable'); tp, fp = np.zeros(len(ids)), np.zeros(len(ids))
+    for k, j in enumerate(order):
+        r, bb = R[ids[j]], np.array(BB[j]); ovmax = -np.inf; BBGT = r['bbox']
+        if BBGT.size > 0:
+            iw = np.maximum(np.minimum(BBGT[:, 2], bb[2]) - np.maximum(BBGT[:, 0], bb[0]), 0.)
+            ih = np.maximum(np.minimum(BBGT[:, 3], bb[3]) - np.maximum(BBGT[:, 1], bb[1]), 0.)
+            inters = iw * ih
+            uni = (bb[2] - bb[0]) * (bb[3] - bb[1]) + (BBGT[:, 2] - BBGT[:, 0]) * (BBGT[:, 3] - BBGT[:, 1]) - inters
+            ov = inters / uni; ovmax = ov.max(); jmax = ov.argmax()
+        if ovmax > thresh:
+            if not r['difficult'][jmax]:
+                if not r['det'][jmax]: tp[k] = 1.; r['det'][jmax] = True
+                else: fp[k] = 1.
+        else: fp[k] = 1.
+    fp, tp = np.cumsum(fp), np.cumsum(tp)
+    rec, prec = tp / float(npos), tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    if use_07:
+        ap = 0.
+        for t in np.arange(0., 1.1, 0.1):
+            p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t]); ap += p / 11.
+        return ap
+    mrec, mpre = np.concatenate(([0.], rec, [1.])), np.concatenate(([0.], prec, [0.]))
+    for i in range(mpre.size - 1, 0, -1): mpre[i - 1] = max(mpre[i - 1], mpre[i])
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+
+@pytest.mark.parametrize('seed', range(4))
+@pytest.mark.parametrize('use_07', [True, False])
+def test_voc_map_equals_devkit(seed, use_07):
+    gts, dets = random_case(40, 4, seed, p_difficult=.2)
+    res = voc_map(gts, dets, use_07=use_07, n_classes=4)
+    for c in range(1, 5): assert abs(res['AP'][c] - devkit_voc_eval(gts, dets, c, use_07=use_07)) < 1e-9
+    assert abs(res['mAP'] - np.mean(list(res['AP'].values()))) < 1e-12
+
+def test_voc_all_point_close_to_coco_ap50():
+    "Without difficult objects, VOC all-point AP@0.5 and COCO AP50 differ only by sampling (101 points) and >= vs >."
+    gts, dets = random_case(60, 4, 11)
+    assert abs(voc_map(gts, dets, use_07=False)['mAP'] - coco_map(gts, dets)['AP50']) < .02
+
+def test_perfect_and_empty_detections():
+    gts, _ = random_case(10, 3, 5)
+    perfect = [dict(boxes=g['boxes'], scores=torch.linspace(1, .5, len(g['labels'])), labels=g['labels']) for g in gts]
+    assert voc_map(gts, perfect)['mAP'] == 1. and abs(coco_map(gts, perfect)['AP'] - 1.) < 1e-9
+    none = [dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long)) for _ in gts]
+    assert voc_map(gts, none)['mAP'] == 0. and coco_map(gts, none)['AP'] == 0.
+
+def test_length_mismatch_is_an_error():
+    gts, dets = random_case(5, 3, 0)
+    with pytest.raises(ValueError, match='5 ground-truth entries but 4 detection entries'): voc_map(gts, dets[:4])
+    with pytest.raises(ValueError, match='5 ground-truth entries but 4 detection entries'): coco_map(gts, dets[:4])
+
+def test_dets_to_coco_round_trip(tmp_path):
+    gts, dets = random_case(6, 3, 2)
+    res = dets_to_coco(dets)
+    assert len(res) == sum(len(d['scores']) for d in dets)
+    r = res[0]; b = dets[0]['boxes'][0].tolist()
+    assert r['image_id'] == 1 and r['bbox'] == pytest.approx([b[0], b[1], b[2] - b[0], b[3] - b[1]])
+    json.dumps(res)  # serialisable
