@@ -1,16 +1,25 @@
 """Write README.md from nbs/index.ipynb (Quarto, which nbdev_readme needs, cannot be installed here).
-Markdown cells are copied, code cells become ```python blocks followed by their text outputs; cells flagged
+Markdown cells are copied (a line `<!-- include: PATH -->` becomes the text of that file), code cells become ```python blocks followed by their text outputs; cells flagged
 `#| hide` are left out. `--check` exits 1 if README.md is not what this script would write."""
 import json, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
 
+def _include(md: str) -> str:
+    "Replace a line `<!-- include: PATH -->` (PATH from the repository root) with that file's text."
+    out = []
+    for l in md.splitlines():
+        if l.strip().startswith('<!-- include:') and l.strip().endswith('-->'):
+            out.append((root / l.strip()[len('<!-- include:'):-3].strip()).read_text().rstrip())
+        else: out.append(l)
+    return '\n'.join(out)
+
 def render(nb_path: Path) -> str:
     parts = []
     for c in json.loads(nb_path.read_text())['cells']:
         src = ''.join(c['source']).strip()
-        if c['cell_type'] == 'markdown': parts.append(src); continue
+        if c['cell_type'] == 'markdown': parts.append(_include(src)); continue
         if c['cell_type'] != 'code' or src.startswith('#| hide') or '\n#| hide' in src: continue
         code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
         parts.append(f'```python\n{code}\n```')

@@ -26,3 +26,12 @@ def test_bad_arguments_subprocess(tmp_path):
 def test_console_script_installed():
     import shutil
     assert shutil.which('ssd-tutorial'), 'console script ssd-tutorial not on PATH'
+
+def test_evaluate_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(['evaluate', '--ckpt', str(tmp_path / 'nope.pth'), '--out', str(tmp_path / 'out')]) == 1
+    err = capsys.readouterr().err
+    assert 'nope.pth: checkpoint not found' in err and 'Traceback' not in err
+
+def test_train_rejects_unknown_loss(capsys):
+    with pytest.raises(SystemExit) as e: main(['train', '--loss', 'hinge'])
+    assert e.value.code == 2 and "invalid choice: 'hinge'" in capsys.readouterr().err

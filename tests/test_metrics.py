@@ -23,8 +23,8 @@ def pycoco(gts, dets, n_cls):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(); gt.dataset = gts_to_coco(gts, [f'c{c}' for c in range(n_cls)]); gt.createIndex()
-        dt = gt.loadRes(dets_to_coco(dets))
+        gt = COCO(); gt.dataset = gts_to_coco(gts, n_cls); gt.createIndex()
+        dt = gt.loadRes(dets_to_coco(dets, n_cls))
         E = COCOeval(gt, dt, 'bbox'); E.evaluate(); E.accumulate(); E.summarize()
     return E
 
@@ -83,7 +83,7 @@ def devkit_voc_eval(gts, dets, c, thresh=.5, use_07=True):
 @pytest.mark.parametrize('use_07', [True, False])
 def test_voc_map_equals_devkit(seed, use_07):
     gts, dets = random_case(40, 4, seed, p_difficult=.2)
-    res = voc_map(gts, dets, use_07=use_07, n_classes=4)
+    res = voc_map(gts, dets, use_07=use_07, classes=4)
     for c in range(1, 5): assert abs(res['AP'][c] - devkit_voc_eval(gts, dets, c, use_07=use_07)) < 1e-9
     assert abs(res['mAP'] - np.mean(list(res['AP'].values()))) < 1e-12
 
@@ -106,8 +106,59 @@ def test_length_mismatch_is_an_error():
 
 def test_dets_to_coco_round_trip(tmp_path):
     gts, dets = random_case(6, 3, 2)
-    res = dets_to_coco(dets)
+    res = dets_to_coco(dets, 3)
     assert len(res) == sum(len(d['scores']) for d in dets)
     r = res[0]; b = dets[0]['boxes'][0].tolist()
     assert r['image_id'] == 1 and r['bbox'] == pytest.approx([b[0], b[1], b[2] - b[0], b[3] - b[1]])
     json.dumps(res)  # serialisable
+
+def test_records_and_class_names_give_the_same_numbers(tmp_path):
+    "The issue's API: `Record`s as ground truth, class names as labels, results keyed by name."
+    names = ['circle', 'star', 'cross']
+    gts, dets = random_case(30, 3, 4, p_difficult=.2)
+    recs = [Record(tmp_path / f'{i}.png', g['boxes'], [names[l - 1] for l in g['labels'].tolist()], g['difficult'],
+                   torch.zeros(len(g['labels']), dtype=torch.bool), (300, 300)) for i, g in enumerate(gts)]
+    ndets = [dict(d, labels=[names[l - 1] for l in d['labels'].tolist()]) for d in dets]
+    for use_07 in (True, False):
+        a, b = voc_map(gts, dets, use_07=use_07, classes=3), voc_map(recs, ndets, use_07=use_07)
+        assert a['mAP'] == pytest.approx(b['mAP'], abs=1e-12) and {names[k - 1]: v for k, v in a['AP'].items()} == b['AP']
+    a, b = coco_map(gts, dets, 3), coco_map(recs, ndets)
+    assert a['AP'] == pytest.approx(b['AP'], abs=1e-12) and set(b['per_class']) == set(names)
+    assert dets_to_coco(ndets, names) == dets_to_coco(dets, 3)
+
+def test_unknown_detection_class_is_a_false_alarm_only_for_no_one():
+    gts, dets = random_case(10, 2, 6)
+    names = [dict(d, labels=['a' if l == 1 else 'b' for l in d['labels'].tolist()]) for d in dets]
+    g2 = [dict(g, labels=['a' if l == 1 else 'b' for l in g['labels'].tolist()]) for g in gts]
+    names[0]['labels'][0] = 'zebra'  # a class with no objects: left out of the mean, nothing else changes
+    r = voc_map(g2, names)
+    assert 'zebra' not in r['AP'] and set(r['AP']) == {'a', 'b'}
+
+def separated_case(n_img, n_cls, seed):
+    g = torch.Generator().manual_seed(seed)
+    gts, dets = [], []
+    for i in range(n_img):
+        cells = torch.randperm(16, generator=g)[:int(torch.randint(0, 6, (1,), generator=g))]
+        xy = torch.stack([cells % 4, cells // 4], 1).float() * 100 + 20
+        gb, gl = torch.cat([xy, xy + 60], 1), torch.randint(1, n_cls + 1, (len(cells),), generator=g)
+        db = torch.cat([gb + torch.randn(len(gb), 4, generator=g) * 8, gb[:2] + torch.randn(min(2, len(gb)), 4, generator=g) * 4])
+        gts.append(dict(boxes=gb, labels=gl)); dets.append(dict(boxes=db, scores=torch.rand(len(db), generator=g), labels=torch.cat([gl, gl[:2]])))
+    return gts, dets
+
+@pytest.mark.parametrize('seed', range(3))
+def test_voc07_equals_pycocotools_where_definitions_coincide(seed):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    gts, dets = separated_case(40, 3, seed)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(); gt.dataset = gts_to_coco(gts, 3); gt.createIndex()
+        E = COCOeval(gt, gt.loadRes(dets_to_coco(dets, 3)), 'bbox')
+        E.params.iouThrs, E.params.recThrs = np.array([.5]), np.linspace(0, 1, 11)
+        E.evaluate(); E.accumulate()
+    p = E.eval['precision'][0, :, :, 0, -1]
+    assert abs(voc_map(gts, dets)['mAP'] - p[:, (p > -1).all(0)].mean()) < 1e-9
+
+def test_preds_to_dets_scales_and_names():
+    dec = [dict(boxes=torch.tensor([[.1, .2, .5, .6]]), scores=torch.tensor([.7]), labels=torch.tensor([2]))]
+    d = preds_to_dets(dec, [(200, 100)], ['circle', 'star'])[0]
+    assert d['labels'] == ['star'] and torch.allclose(d['boxes'], torch.tensor([[20., 20, 100, 60]]))
