@@ -5,12 +5,13 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #83375817
-from . import boxes as _boxes, data as _data, grid4x4 as _grid4x4, multigrid as _multigrid, focal as _focal, nms as _nms
+# %% ../nbs/99_all.ipynb #802eb085
+from . import boxes as _boxes, data as _data, grid4x4 as _grid4x4, multigrid as _multigrid, focal as _focal, nms as _nms, metrics as _metrics
 from .boxes import *
 from .data import *
 from .grid4x4 import *
 from .multigrid import *
 from .focal import *
 from .nms import *
-__all__ = [n for m in (_boxes, _data, _grid4x4, _multigrid, _focal, _nms) for n in m.__all__]
+from .metrics import *
+__all__ = [n for m in (_boxes, _data, _grid4x4, _multigrid, _focal, _nms, _metrics) for n in m.__all__]
