@@ -3,9 +3,10 @@
 bs 64, 1-10 objects per image, 16, 189 and 8732 anchors; CPU, and CUDA when present. Prints the time per call of
 each and the speed-up (loop time / batched time), forward and backward together.
 Usage: python bench/loss.py [--reps N]"""
-import argparse, time, torch, torch.nn.functional as F
+import argparse, torch, torch.nn.functional as F
 from ssd_tutorial.boxes import *
 from ssd_tutorial.grid4x4 import *
+from _timing import timeit
 
 def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):
     "The per-image loss exactly as taught in nbs/02_grid4x4.ipynb."
@@ -40,13 +41,6 @@ def make_batch(bs, n_cls=20, seed=0):
     pad = torch.arange(10)[None] >= n[:, None]
     bb[pad], lb[pad] = 0., 0
     return bb, lb
-
-def timeit(f, reps, sync):
-    f(); sync()
-    t = time.perf_counter()
-    for _ in range(reps): f()
-    sync()
-    return (time.perf_counter() - t) / reps
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0]); p.add_argument('--reps', type=int, default=5)

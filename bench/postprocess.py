@@ -5,8 +5,9 @@ per image. The fake model outputs have mostly background logits (about -5) and a
 trained detector's. Checks that both give the same detections, then prints the time per batch of each and the
 speed-up (loop time / batched time); CPU, and CUDA when present.
 Usage: python bench/postprocess.py [--reps N]"""
-import argparse, time, torch
+import argparse, torch
 from ssd_tutorial.grid4x4 import *
+from _timing import timeit
 from ssd_tutorial.multigrid import *
 from ssd_tutorial.nms import *
 
@@ -34,13 +35,6 @@ def fake_preds(bs, A, C, seed=0, p_hot=.01):
     clas = torch.randn(bs, A, C + 1, generator=g) * .7 - 5
     hot = torch.rand(bs, A, C + 1, generator=g) < p_hot
     return torch.where(hot, torch.randn(bs, A, C + 1, generator=g) + 1, clas), torch.randn(bs, A, 4, generator=g)
-
-def timeit(f, reps, sync):
-    f(); sync()
-    t = time.perf_counter()
-    for _ in range(reps): f()
-    sync()
-    return (time.perf_counter() - t) / reps
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0]); p.add_argument('--reps', type=int, default=3)
