@@ -6,9 +6,8 @@ loss; several seeds show the noise.
 Metrics on the 160 validation images: VOC07 mAP@0.5 (11-point) and COCO AP@[.5:.95].
 Usage: python bench/results.py [--seeds 0 1] [--epochs 2] [--n-train 2560] [--lr 1e-3] [--configs grid4x4:bce multigrid:bce multigrid:focal]
 A full run takes about 6 x 2.5 minutes on a 2-core CPU."""
-import argparse, time, platform, numpy as np, torch
+import argparse, time, numpy as np, torch
 from pathlib import Path
-from fastai.vision.all import set_seed
 from ssd_tutorial.all import *
 from ssd_tutorial.cli import train_detector, STAGES
 
