@@ -59,13 +59,12 @@ def _report(learn, args, classes, stage, size, backbone, out:Path, t0:float):
     print(f'trained {stage} ({backbone}, {size}px, {args.loss} loss) for {args.epochs} epochs in {time.time() - t0:.0f}s on {learn.dls.device}: '
           f'train loss {tr:.3f}, valid loss {va:.3f}')
     st = STAGES[stage]
-    gs = st['grid_size'](); gs = gs.to(learn.dls.device) if isinstance(gs, torch.Tensor) else gs
-    fig = show_preds(learn.model, learn.dls, st['anchors']().to(learn.dls.device), gs, n=6, detect=decode_preds)
+    anchors, gs = st['anchors'](), st['grid_size']()  # decode_preds moves them to the model's device
+    fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=decode_preds)
     fig.savefig(out / 'predictions.png', dpi=80)
     ck = save_checkpoint(learn.model, out / f'{stage}', stage=stage, classes=list(classes), size=size, backbone=backbone, loss=args.loss, model_kw=_model_kw(args))
     print(f'predictions: {out / "predictions.png"}\ncheckpoint: {ck} (+ {ck.with_suffix(".json").name})')
-    valid = [learn.dls.valid_ds.items[i] for i in range(len(learn.dls.valid_ds))]
-    res = evaluate(learn.model, valid, classes, st['anchors'](), gs, size, progress=False)
+    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, size, progress=False)
     print(f"validation mAP@0.5 (VOC07 11-point): {res['voc07']['mAP']:.3f}, COCO AP@[.5:.95]: {res['coco']['AP']:.3f}")
     return res
 
@@ -99,9 +98,8 @@ def cmd_evaluate(args):
     _, valid, data_classes = _load_data(args)
     if list(data_classes) != list(classes): raise ValueError(f'{args.data}: its classes {list(data_classes)} are not the checkpoint\'s {classes}')
     st = STAGES[cfg['stage']]
-    gs = st['grid_size'](); gs = gs.to(dev) if isinstance(gs, torch.Tensor) else gs
     print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg.get('loss', 'bce')} loss) on {len(valid)} validation images of {args.data}")
-    res = evaluate(model, valid, classes, st['anchors']().to(dev), gs, cfg['size'], bs=args.bs)
+    res = evaluate(model, valid, classes, st['anchors'](), st['grid_size'](), cfg['size'], bs=args.bs)
     print(metrics_table(res, classes))
     out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     (out / 'detections.json').write_text(json.dumps(dets_to_coco(res['dets'], classes)))

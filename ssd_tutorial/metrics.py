@@ -4,8 +4,6 @@
 
 # %% ../nbs/06_metrics.ipynb #f0ec7662
 from __future__ import annotations
-import json
-from pathlib import Path
 import numpy as np, torch, matplotlib.pyplot as plt
 from torch import Tensor
 from PIL import Image
@@ -58,14 +56,14 @@ def _voc_match(G, D, k, iou_thresh):
         gm, dm = g['l'] == k, d['l'] == k
         n_pos += int((~g['d'][gm]).sum())
         iou = _iou_np(d['b'][dm], g['b'][gm])
-        recs += [(s, i, o) for s, o in zip(d['s'][dm], iou)]
+        recs += [(s, i, o, g['d'][gm]) for s, o in zip(d['s'][dm], iou)]
     order = sorted(range(len(recs)), key=lambda r: -recs[r][0])                  # stable: ties keep input order
     tp, fp, used = np.zeros(len(recs)), np.zeros(len(recs)), set()
     for r, q in enumerate(order):
-        _, i, iou = recs[q]
+        _, i, iou, diff = recs[q]
         if len(iou) and iou.max() > iou_thresh:
             j = int(iou.argmax())
-            if G[i]['d'][G[i]['l'] == k][j]: continue                              # a difficult object: neither TP nor FP
+            if diff[j]: continue                                                     # a difficult object: neither TP nor FP
             if (i, j) in used: fp[r] = 1
             else: used.add((i, j)); tp[r] = 1
         else: fp[r] = 1

@@ -45,12 +45,11 @@ class MultiHead(nn.Module):
         self.sconv3 = StdConv(nf, nf, drop=drop)                 # -> 1x1
         self.outs = nn.ModuleList([OutConv(k, nf, n_classes, bias) for _ in range(3)])
     def forward(self, x):
-        x = self.sconv1(self.sconv0(self.drop(F.relu(x))))
-        res = []
-        for i, out in enumerate(self.outs):
-            if i: x = (self.sconv2, self.sconv3)[i - 1](x)
-            res.append(out(x))
-        return torch.cat([c for c, _ in res], 1), torch.cat([b for _, b in res], 1)
+        x = self.sconv1(self.sconv0(self.drop(F.relu(x))))             # 4x4
+        c1, b1 = self.outs[0](x); x = self.sconv2(x)                   # -> 2x2
+        c2, b2 = self.outs[1](x); x = self.sconv3(x)                   # -> 1x1
+        c3, b3 = self.outs[2](x)
+        return torch.cat([c1, c2, c3], 1), torch.cat([b1, b2, b3], 1)  # in the anchor order
 
 def multi_model(n_classes:int, # object classes, background not counted
                 pretrained:bool=False, # try the ImageNet weights
