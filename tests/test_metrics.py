@@ -28,13 +28,20 @@ def pycoco(gts, dets, n_cls):
         E = COCOeval(gt, dt, 'bbox'); E.evaluate(); E.accumulate(); E.summarize()
     return E
 
+SIZE_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl')   # the first six of COCOeval's stats
+
 @pytest.mark.parametrize('seed', range(8))
 def test_coco_map_equals_pycocotools(seed):
     gts, dets = random_case(40, 5, seed)
     if seed == 1: dets[3] = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.long))  # an image with no detections
     if seed == 2: dets = [dict(d, scores=(d['scores'] * 4).round() / 4) for d in dets]  # many tied scores
+    if seed >= 4:                                                  # large objects (area > 96^2) in every third image
+        for i in range(0, 40, 3): gts[i]['boxes'] *= 3; dets[i]['boxes'] *= 3
     E, mine = pycoco(gts, dets, 5), coco_map(gts, dets, 5)
-    assert abs(mine['AP'] - E.stats[0]) < 1e-4 and abs(mine['AP50'] - E.stats[1]) < 1e-4 and abs(mine['AP75'] - E.stats[2]) < 1e-4, (mine, E.stats[:3])
+    ref = [None if v == -1 else v for v in E.stats[:6]]
+    assert (ref[5] is None) == (seed < 4)                          # without the scaling there is no large object
+    for k, r in zip(SIZE_KEYS, ref):
+        assert (mine[k] is None and r is None) or abs(mine[k] - r) < 1e-4, (k, mine[k], r)
     for c, ap in mine['per_class'].items():
         p = E.eval['precision'][:, :, c - 1, 0, 2]
         assert abs(ap - p[p > -1].mean()) < 1e-4
@@ -43,6 +50,17 @@ def test_coco_map_class_without_objects_is_left_out():
     gts, dets = random_case(20, 3, 0)
     E, mine = pycoco(gts, dets, 4), coco_map(gts, dets, 4)   # class 4 has no objects: pycocotools leaves it out too
     assert 4 not in mine['per_class'] and abs(mine['AP'] - E.stats[0]) < 1e-4
+
+def test_coco_map_by_size_ignores_other_sizes():
+    "Hand-checked: one small and one large circle, a detection of each; a detection on the large one is no error for APs."
+    gts = [dict(boxes=torch.tensor([[0., 0, 20, 20], [0, 100, 150, 250]]), labels=['circle', 'circle'])]
+    both = [dict(boxes=gts[0]['boxes'].clone(), scores=torch.tensor([.5, .9]), labels=['circle', 'circle'])]
+    r = coco_map(gts, both)
+    assert r['APs'] == 1. and r['APl'] == 1. and r['APm'] is None and r['AP'] == 1.
+    stray = [dict(boxes=torch.tensor([[0., 0, 20, 20], [300, 300, 450, 450]]), scores=torch.tensor([.5, .9]), labels=['circle', 'circle'])]
+    r = coco_map(gts, stray)             # a large false alarm ranked first: it costs APl and AP, not APs
+    assert r['APs'] == 1. and r['APl'] == 0. and abs(r['AP'] - .5 * 51 / 101) < 1e-12   # precision .5 up to recall .5: 51 of 101 points
+    assert coco_map(gts, both, sizes=False).keys() == {'AP', 'AP50', 'AP75', 'per_class'}
 
 def devkit_voc_eval(gts, dets, c, thresh=.5, use_07=True):
     "Reference: the Pascal VOC devkit's voc_eval/voc_ap, transcribed plainly (continuous coordinates, no +1)."
