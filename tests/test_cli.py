@@ -35,3 +35,48 @@ def test_evaluate_missing_checkpoint_is_one_line(tmp_path, capsys):
 def test_train_rejects_unknown_loss(capsys):
     with pytest.raises(SystemExit) as e: main(['train', '--loss', 'hinge'])
     assert e.value.code == 2 and "invalid choice: 'hinge'" in capsys.readouterr().err
+
+def _tiny(n_train=32, n_valid=8):
+    from ssd_tutorial.data import get_shapes, read_voc, SHAPES
+    path = get_shapes(n_train, n_valid, size=128, difficulty='easy', progress=False)
+    return read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES), SHAPES
+
+def test_bf16_training_autocasts_and_leaves_float32_weights():
+    import torch
+    from ssd_tutorial.cli import train_detector, BF16Training
+    train, valid, classes = _tiny()
+    seen = {}
+    import fastai.learner
+    class Spy(fastai.learner.Callback):
+        order = 20   # after BF16Training (10): see what the model sees
+        def before_batch(self):
+            seen.setdefault('cl', self.xb[0].is_contiguous(memory_format=torch.channels_last))
+            seen.setdefault('autocast', torch.is_autocast_enabled('cpu'))
+        def after_pred(self): seen.setdefault('pred', [p.dtype for p in self.pred])
+    learn = train_detector(train, valid, classes, epochs=1, lr=1e-3, bf16=True)
+    learn.add_cb(Spy()); learn.fit(1, 1e-4)
+    assert seen['cl'] and seen['autocast'] and seen['pred'] == [torch.float32, torch.float32]   # preds back in float32 for the loss
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in learn.model.parameters())  # layout restored after fit
+    assert torch.isfinite(torch.tensor(learn.recorder.values[-1][:2])).all()
+    assert any(isinstance(cb, BF16Training) for cb in learn.cbs)
+
+def test_bf16_loss_close_to_float32():
+    "One batch, same weights: the bfloat16 forward gives the float32 loss to within 2%."
+    import torch, copy
+    from fastai.vision.all import Learner
+    from ssd_tutorial.data import get_dls
+    from ssd_tutorial.cli import STAGES, LOSSES, BF16Training
+    from ssd_tutorial.grid4x4 import SSDLoss
+    train, valid, classes = _tiny()
+    dls = get_dls(train, valid, classes, size=128, bs=8)
+    st = STAGES['multigrid']
+    torch.manual_seed(0); m = st['model'](len(classes), backbone='resnet18', size=128)
+    loss = lambda model, cbs: Learner(dls, model, loss_func=SSDLoss(st['anchors'](), st['grid_size'](), conf_loss=LOSSES['focal'](len(classes))), cbs=cbs).validate()[0]
+    l32, l16 = loss(copy.deepcopy(m), []), loss(copy.deepcopy(m), [BF16Training()])
+    assert l16 != l32 and abs(l16 - l32) / l32 < .02, (l16, l32)
+
+def test_bf16_native_is_a_bool():
+    import torch
+    from ssd_tutorial.cli import bf16_native
+    assert isinstance(bf16_native('cpu'), bool)
+    if not torch.cuda.is_available(): assert bf16_native('cuda') is False
