@@ -44,7 +44,7 @@ def main():
                     f"`ssd-tutorial train --stage {stage} --loss {loss} --n-train {a.n_train} --epochs {a.epochs} --lr {a.lr:g}" + (f' --drop {a.drop}' if stage == 'multigrid' else '') + (' --bf16' if bf16 else '') + '` |')
     cpu = f'{torch.get_num_threads()}-thread CPU' if not torch.cuda.is_available() else torch.cuda.get_device_name()
     text = '\n'.join([
-        f'Easy shapes, {a.n_train} training / 160 validation images, 128 px, ResNet18 from random weights, {a.epochs} epochs at lr {a.lr:g}, {'bfloat16 mixed precision' if bf16 else 'float32'}; '
+        f'Easy shapes, {a.n_train} training / 160 validation images, 128 px, ResNet18 from random weights, {a.epochs} epochs at lr {a.lr:g}, {"bfloat16 mixed precision" if bf16 else "float32"}; '
         f'mean ± std over seeds {", ".join(map(str, a.seeds))} (written by `python bench/results.py` on a {cpu}, torch {torch.__version__}).', '',
         '| stage | class loss | VOC07 mAP@0.5 | COCO AP50 | COCO AP@[.5:.95] | training time | command |',
         '|---|---|---|---|---|---|---|', *rows, ''])
