@@ -11,19 +11,6 @@ from _timing import timeit
 from ssd_tutorial.multigrid import *
 from ssd_tutorial.nms import *
 
-def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45, max_det=100):
-    "The reference: one image and one class at a time, with the hand-written `nms` (as in nbs/05_nms.ipynb)."
-    res = []
-    for c, bx in zip(clas, bbox):
-        boxes, dets = actn_to_bb(bx, anchors, grid_size).clamp(0, 1), []
-        for k in range(1, c.shape[1]):
-            sc = torch.sigmoid(c[:, k]); m = sc > score_thresh
-            dets += [(float(sc[m][j]), boxes[m][j], k) for j in nms(boxes[m], sc[m], iou_thresh, top_k=None)]
-        dets = sorted(dets, key=lambda d: -d[0])[:max_det]
-        res.append(dict(boxes=torch.stack([d[1] for d in dets]) if dets else bbox.new_zeros(0, 4),
-                        scores=torch.tensor([d[0] for d in dets]), labels=torch.tensor([d[2] for d in dets], dtype=torch.long)))
-    return res
-
 def make_anchors(n):
     if n == 189: return multi_anchors(), multi_grid_sizes()
     g = torch.Generator().manual_seed(0)

@@ -129,5 +129,6 @@ d = { 'settings': { 'branch': 'main',
                                                                                      'ssd_tutorial/multigrid.py'),
                                         'ssd_tutorial.multigrid.multi_model': ('multigrid.html#multi_model', 'ssd_tutorial/multigrid.py')},
             'ssd_tutorial.nms': { 'ssd_tutorial.nms._group_nms': ('nms.html#_group_nms', 'ssd_tutorial/nms.py'),
+                                  'ssd_tutorial.nms.decode_loop': ('nms.html#decode_loop', 'ssd_tutorial/nms.py'),
                                   'ssd_tutorial.nms.decode_preds': ('nms.html#decode_preds', 'ssd_tutorial/nms.py'),
                                   'ssd_tutorial.nms.nms': ('nms.html#nms', 'ssd_tutorial/nms.py')}}}

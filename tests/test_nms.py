@@ -28,18 +28,6 @@ def test_nms_edge_cases():
     same = torch.tensor([[0., 0, 1, 1]] * 3)  # identical boxes: only the best survives
     assert nms(same, torch.tensor([.1, .9, .5])).tolist() == [1]
 
-def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45, max_det=100):
-    res = []
-    for c, bx in zip(clas, bbox):
-        boxes, dets = actn_to_bb(bx, anchors, grid_size).clamp(0, 1), []
-        for k in range(1, c.shape[1]):
-            sc = torch.sigmoid(c[:, k]); m = sc > score_thresh
-            dets += [(float(sc[m][j]), boxes[m][j], k) for j in nms(boxes[m], sc[m], iou_thresh, top_k=None)]
-        dets = sorted(dets, key=lambda d: -d[0])[:max_det]
-        res.append(dict(boxes=torch.stack([d[1] for d in dets]) if dets else torch.zeros(0, 4),
-                        scores=torch.tensor([d[0] for d in dets]), labels=torch.tensor([d[2] for d in dets], dtype=torch.long)))
-    return res
-
 def fake_preds(bs, A, C, seed, p_hot=.03):
     g = torch.Generator().manual_seed(seed)
     clas = torch.randn(bs, A, C + 1, generator=g) - 5
