@@ -4,11 +4,12 @@
 
 # %% ../nbs/90_cli.ipynb #f9985a93
 from __future__ import annotations
-import argparse, json, sys, time
+import argparse, json, math, os, sys, tempfile, time, warnings
 import torch
 from pathlib import Path
 import matplotlib
 from fastai.vision.all import Learner, set_seed, L
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 from .data import *
@@ -19,26 +20,27 @@ from .nms import *
 from .metrics import *
 
 # %% auto #0
-__all__ = ['STAGES', 'LOSSES', 'DEMO', 'cmd_data', 'bf16_native', 'BF16Training', 'train_detector', 'cmd_train', 'cmd_evaluate',
-           'cmd_demo', 'get_parser', 'main']
+__all__ = ['STAGES', 'LOSSES', 'DEMO', 'cmd_data', 'bf16_native', 'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite',
+           'train_detector', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #95b4a1f7
 def cmd_data(args):
     "Make (or reuse) the shapes dataset, print its summary and write a PNG of samples."
     matplotlib.use('Agg')
     t0 = time.time()
+    out = prepare_out(args.out)
     path = get_shapes(args.n_train, args.n_valid, args.size, args.seed, args.difficulty, path=args.path)
     train, valid = read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES)
     print(f'shapes dataset ({args.difficulty}, {args.size}px, seed {args.seed}) at {path} [{time.time() - t0:.1f}s]')
     print(summarize(train + valid, SHAPES))
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     fig = show_records(train, 12, ncols=4, classes=SHAPES)
     fig.savefig(out / 'shapes_samples.png', dpi=80); print(f'samples: {out / "shapes_samples.png"}')
     return 0
 
 # %% ../nbs/90_cli.ipynb #11047406
-STAGES = {'grid4x4': dict(model=grid_model, anchors=lambda: grid_anchors(4), grid_size=lambda: .25),
-          'multigrid': dict(model=multi_model, anchors=multi_anchors, grid_size=multi_grid_sizes)}
+# min_bs: the multi-grid head has batch norm on its 1x1 grid, which needs two images per batch to train
+STAGES = {'grid4x4': dict(model=grid_model, anchors=lambda: grid_anchors(4), grid_size=lambda: .25, min_bs=1),
+          'multigrid': dict(model=multi_model, anchors=multi_anchors, grid_size=multi_grid_sizes, min_bs=2)}
 LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss}
 
 def bf16_native(device='cpu')->bool:
@@ -60,34 +62,85 @@ class BF16Training(MixedPrecision):
         super().after_fit()
         self.learn.model.to(memory_format=torch.contiguous_format)
 
+# %% ../nbs/90_cli.ipynb #c1a00002
+class NonFiniteLoss(RuntimeError):
+    "Training stopped at a NaN or infinite loss; `learn` holds the weights of the last batch whose loss was finite."
+    def __init__(self, msg:str, learn): super().__init__(msg); self.learn = learn
+
+class StopOnNonFinite(Callback):
+    "Stop at the first non-finite training loss and put back the weights of the last batch whose loss was finite."
+    order = 15  # after BF16Training (10), which changes the memory layout of the buffers in `before_fit`
+    def before_fit(self):
+        self.bad, self.good_batch = None, None
+        self.live = [t for t in (*self.model.parameters(), *self.model.buffers())]
+        self.snap = [t.detach().clone() for t in self.live]          # the starting weights, until a batch succeeds
+    def after_loss(self):
+        if not self.training: return
+        if torch.isfinite(self.loss).all():                          # these weights gave a finite loss: keep a copy
+            torch._foreach_copy_(self.snap, [t.detach() for t in self.live]); self.good_batch = (self.epoch, self.iter)
+            return
+        with torch.no_grad(): torch._foreach_copy_([t.data for t in self.live], self.snap)
+        self.bad = (self.epoch, self.iter, self.loss.item())
+        raise CancelFitException()
+    def message(self)->str:
+        ep, it, v = self.bad
+        kept = (f'epoch {self.good_batch[0] + 1}, batch {self.good_batch[1] + 1}' if self.good_batch else 'the start (no batch had a finite loss)')
+        return (f'the training loss became {v} at epoch {ep + 1}/{self.n_epoch}, batch {it + 1}/{self.n_iter}; training stopped. '
+                f'The model holds the weights of the last finite loss ({kept}); try a lower --lr')
+
+# %% ../nbs/90_cli.ipynb #c1a00003
 def train_detector(train:list, valid:list, classes:list, stage:str='grid4x4', size:int=128, bs:int=32,
                    epochs:int=8, lr:float=3e-3, backbone:str='resnet18', pretrained:bool=False, seed:int=0,
                    loss:str='bce', model_kw:dict|None=None, bf16:bool=False):
     "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`)."
     if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f'the learning rate must be a positive number, got {lr}')
     st = STAGES[stage]
+    if len(train) < bs:   # fastai drops the last incomplete training batch: a larger bs would make no step at all
+        warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}')
+        bs = len(train)
+    if bs < st['min_bs']: raise ValueError(f"the {stage} model needs a batch size of at least {st['min_bs']} to train (batch norm on its 1x1 grid), got {bs}")
     set_seed(seed)
     dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed)
     model = st['model'](len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     learn = Learner(dls, model, loss_func=SSDLoss(st['anchors'](), st['grid_size'](), conf_loss=LOSSES[loss](len(classes))),
-                    cbs=[BF16Training()] if bf16 else [])
+                    cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.fit_one_cycle(epochs, lr)
+    if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)
+    if learn.train_iter == 0: raise ValueError(f'training made no optimiser step ({len(train)} images, batch size {bs})')
     return learn
 
-def _report(learn, args, classes, stage, size, backbone, out:Path, t0:float):
-    "Print losses, write the predictions PNG and the checkpoint, print their paths."
-    tr, va = learn.recorder.values[-1][:2]
-    prec = 'bfloat16' if getattr(args, 'bf16', False) else 'float32'
-    print(f'trained {stage} ({backbone}, {size}px, {args.loss} loss, {prec}) for {args.epochs} epochs in {time.time() - t0:.0f}s on {learn.dls.device}: '
-          f'train loss {tr:.3f}, valid loss {va:.3f}')
-    st = STAGES[stage]
+# %% ../nbs/90_cli.ipynb #c1a00004
+def prepare_out(out)->Path:
+    "The output folder `out`, made if needed and checked to be writable now, before any long work starts."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise ValueError(f'{out}: the output folder (--out) is a file, not a folder')
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out): pass
+    except OSError as e: raise ValueError(f'{out}: cannot write to the output folder (--out): {e.strerror or e}') from None
+    return out
+
+def _save(learn, args, classes:list, out:Path)->Path:
+    "Write the checkpoint of `learn.model` to `out/<stage>.pth`; an older one there is kept as `<stage>.prev.pth`."
+    ck, note = out / f'{args.stage}.pth', ''
+    if ck.exists():
+        for s in ('.pth', '.json'):
+            if ck.with_suffix(s).exists(): os.replace(ck.with_suffix(s), ck.with_suffix('.prev' + s))
+        note = f' (the one that was there is now {ck.with_suffix(".prev.pth").name})'
+    save_checkpoint(learn.model, ck, stage=args.stage, classes=list(classes), size=args.size, backbone=args.backbone, loss=args.loss, model_kw=_model_kw(args))
+    print(f'checkpoint: {ck} (+ {ck.with_suffix(".json").name}){note}')
+    return ck
+
+def _report(learn, args, classes:list, out:Path):
+    "The optional part, after the checkpoint: the predictions PNG and the validation metrics."
+    st = STAGES[args.stage]
     anchors, gs = st['anchors'](), st['grid_size']()  # decode_preds moves them to the model's device
     fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=decode_preds)
     fig.savefig(out / 'predictions.png', dpi=80)
-    ck = save_checkpoint(learn.model, out / f'{stage}', stage=stage, classes=list(classes), size=size, backbone=backbone, loss=args.loss, model_kw=_model_kw(args))
-    print(f'predictions: {out / "predictions.png"}\ncheckpoint: {ck} (+ {ck.with_suffix(".json").name})')
-    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, size, progress=False)
+    print(f'predictions: {out / "predictions.png"}')
+    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, args.size, progress=False)
     print(f"validation mAP@0.5 (VOC07 11-point): {res['voc07']['mAP']:.3f}, COCO AP@[.5:.95]: {res['coco']['AP']:.3f}")
     return res
 
@@ -96,25 +149,38 @@ def _model_kw(args)->dict:
     return {'drop': args.drop} if getattr(args, 'drop', None) is not None and args.stage == 'multigrid' else {}
 
 def _load_data(args)->tuple:
-    "`(train, valid, classes)` of the dataset named by the command line."
+    "`(train, valid, classes)` of the dataset named by the command line; every image decoded once unless `--no-check`."
     kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir, valid_json=args.valid_json)
-    return load_dataset(args.data, **kw)
+    train, valid, classes = load_dataset(args.data, **kw)
+    if getattr(args, "check", True):
+        for r in train + valid: check_image(r.fname)
+    return train, valid, classes
 
 def cmd_train(args):
-    "Train a detector on shapes, a VOC folder or a COCO JSON file."
+    "Train a detector on shapes, a VOC folder or a COCO JSON file; the checkpoint is written before anything optional."
     matplotlib.use('Agg')
     t0 = time.time()
+    out = prepare_out(args.out)
     train, valid, classes = _load_data(args)
     print(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
-    learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, args.lr, args.backbone, args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16)
-    _report(learn, args, classes, args.stage, args.size, args.backbone, out, t0)
+    try: learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, args.lr, args.backbone,
+                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16)
+    except NonFiniteLoss as e:
+        ck = _save(e.learn, args, classes, out)
+        raise NonFiniteLoss(f'{e}; those weights are saved in {ck}', e.learn) from None
+    tr, va = learn.recorder.values[-1][:2]
+    print(f"trained {args.stage} ({args.backbone}, {args.size}px, {args.loss} loss, {'bfloat16' if args.bf16 else 'float32'}) for {args.epochs} epochs "
+          f'in {time.time() - t0:.0f}s on {learn.dls.device}: train loss {tr:.3f}, valid loss {va:.3f}')
+    ck = _save(learn, args, classes, out)
+    try: _report(learn, args, classes, out)
+    except Exception as e: raise RuntimeError(f'{type(e).__name__} after training: {e} (the trained model is saved in {ck})') from None
     return 0
 
 def cmd_evaluate(args):
     "Evaluate a checkpoint on the validation images of a dataset: mAP table, detections JSON, PR curves."
     matplotlib.use('Agg')
     t0 = time.time()
+    out = prepare_out(args.out)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     model, cfg = load_checkpoint(args.ckpt, dev)
     classes = cfg['classes']
@@ -124,7 +190,6 @@ def cmd_evaluate(args):
     print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg.get('loss', 'bce')} loss) on {len(valid)} validation images of {args.data}")
     res = evaluate(model, valid, classes, st['anchors'](), st['grid_size'](), cfg['size'], bs=args.bs)
     print(metrics_table(res, classes))
-    out = Path(args.out); out.mkdir(parents=True, exist_ok=True)
     (out / 'detections.json').write_text(json.dumps(dets_to_coco(res['dets'], classes)))
     (out / 'metrics.json').write_text(json.dumps({k: res[k] for k in ('voc07', 'voc', 'coco')}, indent=1))
     fig = plot_pr(res['gts'], res['dets'], classes)
@@ -134,7 +199,7 @@ def cmd_evaluate(args):
     return 0
 
 DEMO = dict(data='shapes', stage='grid4x4', loss='bce', difficulty='easy', n_train=8192, n_valid=160, size=128, bs=32,
-            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None)
+            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True)
 
 def cmd_demo(args):
     "Make (or reuse) the easy shapes data, train the 4x4-grid detector for about 4 minutes on a CPU, report its mAP."
@@ -144,8 +209,15 @@ def cmd_demo(args):
 
 # %% ../nbs/90_cli.ipynb #b9b04b5b
 def _positive(s):
-    v = int(s)
+    try: v = int(s)
+    except ValueError: v = 0
     if v <= 0: raise argparse.ArgumentTypeError(f'must be a positive integer, got {s}')
+    return v
+
+def _positive_float(s):
+    try: v = float(s)
+    except ValueError: v = float('nan')
+    if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f'must be a positive number, got {s}')
     return v
 
 def _data_args(p):
@@ -156,6 +228,7 @@ def _data_args(p):
     p.add_argument('--difficulty', choices=list(DIFFICULTY), default='easy', help='shapes: difficulty (default easy)')
     p.add_argument('--n-train', type=_positive, default=640, help='shapes: training images (default 640)')
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
+    p.add_argument('--no-check', dest='check', action='store_false', help='do not decode every image before starting (faster start, later errors)')
 
 def get_parser()->argparse.ArgumentParser:
     "The `ssd-tutorial` argument parser."
@@ -183,7 +256,7 @@ def get_parser()->argparse.ArgumentParser:
     t.add_argument('--epochs', type=_positive, default=8, help='epochs (default 8)')
     t.add_argument('--size', type=_positive, default=128, help='input size: 128, 224 or 256 (default 128)')
     t.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
-    t.add_argument('--lr', type=float, default=3e-3, help='peak learning rate of the one-cycle schedule (default 3e-3)')
+    t.add_argument('--lr', type=_positive_float, default=3e-3, help='peak learning rate of the one-cycle schedule (default 3e-3)')
     t.add_argument('--backbone', choices=['resnet18', 'resnet34'], default='resnet18', help='ResNet body (default resnet18)')
     t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (needs them cached or internet)')
     t.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
@@ -200,9 +273,14 @@ def get_parser()->argparse.ArgumentParser:
     return p
 
 def main(argv=None)->int:
-    "Entry point of the `ssd-tutorial` console script."
+    "Entry point of the `ssd-tutorial` console script: any failure is one line on stderr and exit code 1."
     args = get_parser().parse_args(argv)
-    try: return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        print(f'ssd-tutorial {args.cmd}: error: {e}', file=sys.stderr)
-        return 1
+    say = lambda kind, msg: print(f'ssd-tutorial {args.cmd}: {kind}: ' + ' '.join(str(msg).split()), file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda msg, *a, **k: say('warning', msg)
+        try: return args.func(args)
+        except KeyboardInterrupt: say('error', 'interrupted'); return 130
+        except Exception as e:
+            if os.environ.get('SSD_TUTORIAL_DEBUG'): raise   # the full traceback, for bug reports
+            say('error', e if isinstance(e, (ValueError, OSError, NonFiniteLoss, RuntimeError)) else f'{type(e).__name__}: {e}')
+            return 1

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_grid4x4.ipynb #5aef6709
 from __future__ import annotations
-import json, math, warnings
+import json, math, os, warnings
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F, torchvision, matplotlib.pyplot as plt
 from torch import Tensor
@@ -135,6 +135,8 @@ def match_batch(bboxes:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding row
                )->tuple: # (`gt_idx [bs, A]`, `pos [bs, A]`)
     "`map_to_ground_truth` for a whole padded batch at once."
     bs, M = bboxes.shape[:2]
+    if M == 0:                                                                    # no image has an object
+        return bboxes.new_zeros((bs, len(anchors)), dtype=torch.long), bboxes.new_zeros((bs, len(anchors)), dtype=torch.bool)
     valid = (bboxes[..., 2] - bboxes[..., 0]) > 0                                 # (bs, M)
     ov = bboxes.new_full((bs, M, len(anchors)), -1.)                             # (bs, M, A)
     ov[valid] = box_iou(bboxes[valid], cthw2tlbr(anchors))                        # IoU of real objects only
@@ -162,6 +164,8 @@ class SSDLoss:
         clas, bbox = preds
         bboxes, labels = bboxes.as_subclass(Tensor).float(), labels.as_subclass(Tensor).long()
         self._to(bbox.device)
+        if bboxes.shape[1] == 0:  # a batch without objects: one padding row keeps the gathers below well-defined
+            bboxes, labels = bboxes.new_zeros((len(bboxes), 1, 4)), labels.new_zeros((len(labels), 1))
         gt = (bboxes + 1) / 2
         gt = torch.where(((bboxes[..., 2] - bboxes[..., 0]) > 0)[..., None], gt, 0.)  # padding stays empty
         gt_idx, pos = match_batch(gt, self.anchors, self.thresh)
@@ -210,24 +214,52 @@ def show_preds(model, # a model, or `{name: model}` for one row per model
     return fig
 
 # %% ../nbs/02_grid4x4.ipynb #5403085c
+def _atomic_write(path:Path, write):
+    "Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`: never a half-written file."
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+
 def save_checkpoint(model:nn.Module, path, **config)->Path:
-    "Save `model`'s weights to `path` (`.pth`) and `config` beside it (`.json`); returns the `.pth` path."
+    "Save `model`'s weights to `path` (`.pth`) and `config` beside it (`.json`), each atomically; returns the `.pth` path."
     path = Path(path).with_suffix('.pth')
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    path.with_suffix('.json').write_text(json.dumps(config, indent=1))
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(path, lambda f: torch.save(sd, f))
+    _atomic_write(path.with_suffix('.json'), lambda f: f.write_text(json.dumps(config, indent=1)))
     return path
 
 MODEL_FACTORIES = {'grid4x4': grid_model}
 
+def _read_config(cfg_path:Path)->dict:
+    try: cfg = json.loads(cfg_path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
+    missing = [k for k in ('stage', 'classes', 'size', 'backbone') if not isinstance(cfg, dict) or k not in cfg]
+    if missing: raise ValueError(f'{cfg_path}: not a checkpoint config (missing {missing})')
+    if cfg['stage'] not in MODEL_FACTORIES: raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(MODEL_FACTORIES)}")
+    return cfg
+
 def load_checkpoint(path, device='cpu')->tuple:
-    "`(model, config)` from a checkpoint written by `save_checkpoint`."
+    "`(model, config)` from a checkpoint written by `save_checkpoint`; a bad file is a one-line error naming it."
     path = Path(path).with_suffix('.pth')
     if not path.exists(): raise FileNotFoundError(f'{path}: checkpoint not found')
     cfg_path = path.with_suffix('.json')
     if not cfg_path.exists(): raise FileNotFoundError(f'{cfg_path}: checkpoint config not found')
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get('stage') not in MODEL_FACTORIES: raise ValueError(f"{cfg_path}: unknown stage {cfg.get('stage')!r}; known: {list(MODEL_FACTORIES)}")
+    cfg = _read_config(cfg_path)
     model = MODEL_FACTORIES[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'], **cfg.get('model_kw', {}))
-    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    try: sd = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        why = 'it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e) else (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
+        raise ValueError(f'{path}: not a readable checkpoint (truncated, or not written by save_checkpoint: {why})') from None
+    if not isinstance(sd, dict): raise ValueError(f'{path}: not a checkpoint (holds a {type(sd).__name__}, not a state dict)')
+    own = model.state_dict()
+    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    wrong = [k for k in own if k in sd and getattr(sd[k], 'shape', None) != own[k].shape]
+    if missing or extra or wrong:
+        eg = (missing or extra or wrong)[0]
+        raise ValueError(f"{path}: weights do not fit a {cfg['stage']} model with {len(cfg['classes'])} classes ({cfg['backbone']}): "
+                         f"{len(missing)} missing, {len(extra)} unexpected and {len(wrong)} misshapen tensors, e.g. {eg!r}")
+    model.load_state_dict(sd)
     return model.to(device).eval(), cfg

@@ -34,29 +34,35 @@ def _prep(gts:list, dets:list, classes=None)->tuple:
         found = {l.item() if hasattr(l, 'item') else l for ls in labels for l in ls}
         classes = sorted(found) if any(isinstance(l, str) for l in found) else list(range(1, int(max(found, default=0)) + 1))
     idx = {c: i + 1 for i, c in enumerate(classes)}
-    lab = lambda ls: np.array([idx.get(l.item() if hasattr(l, 'item') else l, 0) for l in ls], dtype=int)
-    G = [dict(b=_np(_get(g, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4), l=lab(ls),
-              d=(_np(_get(g, 'difficult'), bool) if _get(g, 'difficult') is not None else np.zeros(len(ls), bool)).reshape(-1))
-         for g, ls in zip(gts, labels)]
-    D = [dict(b=_np(_get(d, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4), s=_np(_get(d, 'scores', []), float).reshape(-1), l=lab(ls))
-         for d, ls in zip(dets, labels[len(gts):])]
+    def lab(ls, what, i):
+        ls = [l.item() if hasattr(l, 'item') else l for l in ls]
+        bad = sorted({str(l) for l in ls if l not in idx})
+        if bad: raise ValueError(f'{what} of image {i} has label(s) {bad} that are not in classes {list(classes)}')
+        return np.array([idx[l] for l in ls], dtype=int)
+    flag = lambda g, k, n: (_np(_get(g, k), bool) if _get(g, k) is not None else np.zeros(n, bool)).reshape(-1)
+    G = [dict(b=_np(_get(g, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4), l=lab(ls, 'the ground truth', i),
+              d=flag(g, 'difficult', len(ls)), c=flag(g, 'crowd', len(ls))) for i, (g, ls) in enumerate(zip(gts, labels))]
+    D = [dict(b=_np(_get(d, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4), s=_np(_get(d, 'scores', []), float).reshape(-1),
+              l=lab(ls, 'the detections', i)) for i, (d, ls) in enumerate(zip(dets, labels[len(gts):]))]
     return G, D, list(classes)
 
-def _iou_np(a, b):
-    "IoU of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous coordinates)."
+def _iou_np(a, b, crowd=None):
+    "IoU of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous); for a `crowd` box of `b`, the part of `a` inside it."
     lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(-1)
     area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
     union = area(a)[:, None] + area(b)[None] - inter
+    if crowd is not None: union = np.where(crowd[None], area(a)[:, None], union)   # COCO's rule for crowd regions
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.)
 
 def _voc_match(G, D, k, iou_thresh):
     recs, n_pos = [], 0
     for i, (g, d) in enumerate(zip(G, D)):
         gm, dm = g['l'] == k, d['l'] == k
-        n_pos += int((~g['d'][gm]).sum())
+        skip = (g['d'] | g['c'])[gm]                                               # difficult objects and crowd regions
+        n_pos += int((~skip).sum())
         iou = _iou_np(d['b'][dm], g['b'][gm])
-        recs += [(s, i, o, g['d'][gm]) for s, o in zip(d['s'][dm], iou)]
+        recs += [(s, i, o, skip) for s, o in zip(d['s'][dm], iou)]
     order = sorted(range(len(recs)), key=lambda r: -recs[r][0])                  # stable: ties keep input order
     tp, fp, used = np.zeros(len(recs)), np.zeros(len(recs)), set()
     for r, q in enumerate(order):
@@ -116,18 +122,19 @@ def _in_area(b, area):
     a = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return (a >= area[0]) & (a <= area[1])
 
-def _coco_match(db, gb, iou_thrs, area=COCO_AREAS['all']):
+def _coco_match(db, gb, iou_thrs, area=COCO_AREAS['all'], crowd=None):
     "COCOeval's greedy matching in one image and class (dets sorted by score): `[T, n_det]` TP and FP flags, objects counted."
-    T, ign = len(iou_thrs), ~_in_area(gb, area)     # objects outside the size range are "ignored"
-    o = np.argsort(ign, kind='mergesort'); gb, ign = gb[o], ign[o]                 # counted objects first
+    crowd = np.zeros(len(gb), bool) if crowd is None else crowd
+    T, ign = len(iou_thrs), ~_in_area(gb, area) | crowd    # objects outside the size range, and crowds, are "ignored"
+    o = np.argsort(ign, kind='mergesort'); gb, ign, crowd = gb[o], ign[o], crowd[o]   # counted objects first
     hit, d_ign = np.zeros((T, len(db)), bool), np.zeros((T, len(db)), bool)
-    ious = _iou_np(db, gb)
+    ious = _iou_np(db, gb, crowd)
     for t, thr in enumerate(iou_thrs):
         taken = np.zeros(len(gb), bool)
         for d in range(len(db)):
             best, m = min(thr, 1 - 1e-10), -1
             for g in range(len(gb)):
-                if taken[g]: continue
+                if taken[g] and not crowd[g]: continue            # a crowd region can take any number of detections
                 if m >= 0 and not ign[m] and ign[g]: break     # a counted object found: ignored ones can't replace it
                 if ious[d, g] < best: continue
                 best, m = ious[d, g], g
@@ -148,7 +155,7 @@ def _coco_precision(scores, tps, fps, n_gt, iou_thrs, rec_thrs):
         q[t] = np.where(idx < len(pr), pr[np.minimum(idx, len(pr) - 1)], 0.)
     return q
 
-def coco_map(gts:list, # `Record`s or dicts (boxes tlbr, labels); `difficult` is not used
+def coco_map(gts:list, # `Record`s or dicts (boxes tlbr, labels, optional `crowd`); `difficult` is not used
              dets:list, # per image: dict of `boxes`, `scores`, `labels`
              classes=None, # class names (or integer labels); default: all found in `gts` and `dets`
              max_det:int=100, # detections per image and class
@@ -165,7 +172,7 @@ def coco_map(gts:list, # `Record`s or dicts (boxes tlbr, labels); `difficult` is
             for g, d in zip(G, D):
                 dm = d['l'] == k
                 o = np.argsort(-d['s'][dm], kind='mergesort')[:max_det]
-                tp, fp, n = _coco_match(d['b'][dm][o], g['b'][g['l'] == k], iou_thrs, area)
+                tp, fp, n = _coco_match(d['b'][dm][o], g['b'][g['l'] == k], iou_thrs, area, g['c'][g['l'] == k])
                 scores.append(d['s'][dm][o]); tps.append(tp); fps.append(fp); n_gt += n
             if n_gt: prec[name][c] = _coco_precision(scores, tps, fps, n_gt, iou_thrs, rec_thrs)
     mean = lambda ps, t=slice(None), empty=0.: float(np.mean([q[t] for q in ps.values()])) if ps else empty
@@ -181,9 +188,9 @@ def gts_to_coco(gts:list, classes=None, sizes=None)->dict:
     for i, (g, x) in enumerate(zip(G, gts)):
         w, h = sizes[i] if sizes is not None else (_get(x, 'size') or (1, 1))
         images.append(dict(id=i + 1, file_name=str(_get(x, 'fname', f'{i + 1}.png')), width=int(w), height=int(h)))
-        for b, l in zip(g['b'].tolist(), g['l'].tolist()):
+        for b, l, cr in zip(g['b'].tolist(), g['l'].tolist(), g['c'].tolist()):
             anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(l), bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                             area=(b[2] - b[0]) * (b[3] - b[1]), iscrowd=0))
+                             area=(b[2] - b[0]) * (b[3] - b[1]), iscrowd=int(cr)))
     return dict(images=images, annotations=anns, categories=[dict(id=i + 1, name=str(c)) for i, c in enumerate(classes)])
 
 def dets_to_coco(dets:list, classes=None, image_ids=None)->list:

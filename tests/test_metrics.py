@@ -180,3 +180,39 @@ def test_preds_to_dets_scales_and_names():
     dec = [dict(boxes=torch.tensor([[.1, .2, .5, .6]]), scores=torch.tensor([.7]), labels=torch.tensor([2]))]
     d = preds_to_dets(dec, [(200, 100)], ['circle', 'star'])[0]
     assert d['labels'] == ['star'] and torch.allclose(d['boxes'], torch.tensor([[20., 20, 100, 60]]))
+
+@pytest.mark.parametrize('seed', range(4))
+def test_coco_map_with_crowd_regions_equals_pycocotools(seed):
+    "Crowd regions (`iscrowd`) are ignored objects that any number of detections may fall in, IoU = part of the detection inside."
+    gts, dets = random_case(40, 4, seed)
+    g = torch.Generator().manual_seed(100 + seed)
+    for i, (gt, d) in enumerate(zip(gts, dets)):
+        gt['crowd'] = torch.rand(len(gt['labels']), generator=g) < .3
+        if i % 5 == 0 and len(gt['labels']):       # several detections inside one crowd region, of several sizes
+            b = gt['boxes'][0]
+            inner = b.repeat(3, 1)                  # the region itself, its top-left quarter, its bottom-right quarter
+            inner[1, 2:] = (inner[1, :2] + inner[1, 2:]) / 2; inner[2, :2] = (inner[2, :2] + inner[2, 2:]) / 2
+            d['boxes'] = torch.cat([d['boxes'], inner]); d['scores'] = torch.cat([d['scores'], torch.rand(3, generator=g)])
+            d['labels'] = torch.cat([d['labels'], gt['labels'][:1].repeat(3)])
+    assert sum(int(gt['crowd'].sum()) for gt in gts) > 10
+    E, mine = pycoco(gts, dets, 4), coco_map(gts, dets, 4)
+    for k, r in zip(SIZE_KEYS, E.stats[:6]):
+        r = None if r == -1 else r
+        assert (mine[k] is None and r is None) or abs(mine[k] - r) < 1e-4, (k, mine[k], r)
+    plain = coco_map([dict(gt, crowd=None) for gt in gts], dets, 4)
+    assert abs(plain['AP'] - mine['AP']) > 1e-3          # the crowd flags do change the result
+
+def test_voc_map_crowd_is_like_difficult():
+    gts, dets = random_case(20, 3, 3)
+    crowd = [dict(g, crowd=torch.rand(len(g['labels']), generator=torch.Generator().manual_seed(i)) < .3) for i, g in enumerate(gts)]
+    diff = [dict(g, difficult=c['crowd']) for g, c in zip(gts, crowd)]
+    assert voc_map(crowd, dets, classes=3) == voc_map(diff, dets, classes=3) != voc_map(gts, dets, classes=3)
+
+def test_label_not_in_classes_is_an_error():
+    gts = [dict(boxes=torch.tensor([[0., 0, 10, 10]]), labels=['circle'])]
+    dets = [dict(boxes=torch.tensor([[0., 0, 10, 10]]), scores=torch.tensor([.9]), labels=['circel'])]
+    for f in (voc_map, coco_map):
+        with pytest.raises(ValueError, match=r"detections of image 0 has label\(s\) \['circel'\] that are not in classes \['circle'\]"):
+            f(gts, dets, classes=['circle'])
+    with pytest.raises(ValueError, match=r"ground truth of image 0 has label\(s\) \['circle'\]"):
+        voc_map(gts, [dict(dets[0], labels=['square'])], classes=['square'])
