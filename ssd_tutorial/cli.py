@@ -152,8 +152,7 @@ def _load_data(args)->tuple:
     "`(train, valid, classes)` of the dataset named by the command line; every image decoded once unless `--no-check`."
     kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir, valid_json=args.valid_json)
     train, valid, classes = load_dataset(args.data, **kw)
-    if getattr(args, "check", True):
-        for r in train + valid: check_image(r.fname)
+    if getattr(args, 'check', True): check_images(train + valid)
     return train, valid, classes
 
 def cmd_train(args):

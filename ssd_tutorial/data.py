@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #f5e34c66
 from __future__ import annotations
-import json, os, math, warnings, xml.etree.ElementTree as ET
+import json, os, math, re, reprlib, warnings, xml.etree.ElementTree as ET
 warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # raised by fastai's import, not by us
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,30 +15,37 @@ from fastprogress.fastprogress import progress_bar
 from .boxes import *
 
 # %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'Record', 'DataError', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home',
-           'get_shapes', 'parse_voc_xml', 'check_image', 'read_voc', 'to_coco', 'read_coco', 'summarize',
-           'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'load_dataset']
+__all__ = ['SHAPES', 'DIFFICULTY', 'Record', 'DataError', 'ImageError', 'shapes_settings', 'write_voc_xml', 'make_shapes',
+           'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'image_size', 'load_image', 'check_image',
+           'check_images', 'to_coco', 'read_coco', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage',
+           'get_dls', 'load_dataset']
 
 # %% ../nbs/01_data.ipynb #ce41c2c6
 @dataclass
 class Record:
-    "One image and its objects: `boxes` `[n,4]` tlbr in pixels, `labels` class names, `difficult`/`truncated` flags."
+    "One image and its objects: `boxes` `[n,4]` tlbr in pixels, `labels` class names, `difficult`/`truncated`/`crowd` flags."
     fname: Path
     boxes: Tensor
     labels: list
     difficult: Tensor
     truncated: Tensor = None
-    size: tuple = None  # (width, height) in pixels
+    size: tuple = None  # (width, height) in pixels, as a viewer shows the image
+    crowd: Tensor = None  # COCO `iscrowd` regions: kept for evaluation, left out of the training targets
     def __post_init__(self):
         self.fname = Path(self.fname)
         self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
-        self.difficult = torch.as_tensor(self.difficult, dtype=torch.bool).reshape(-1)
-        self.truncated = torch.zeros_like(self.difficult) if self.truncated is None else torch.as_tensor(self.truncated, dtype=torch.bool).reshape(-1)
+        flag = lambda f: torch.zeros(len(self.boxes), dtype=torch.bool) if f is None else torch.as_tensor(f, dtype=torch.bool).reshape(-1)
+        self.difficult, self.truncated, self.crowd = flag(self.difficult), flag(self.truncated), flag(self.crowd)
         self.labels = list(self.labels)
+        n = [len(self.boxes), len(self.labels), len(self.difficult), len(self.truncated), len(self.crowd)]
+        if len(set(n)) > 1: raise ValueError(f"{self.fname}: boxes, labels, difficult, truncated, crowd differ in length: {n}")
     def __len__(self): return len(self.labels)
 
 class DataError(ValueError):
     "Bad input data; the message names the file and the problem."
+
+class ImageError(DataError):
+    "An image that is missing, corrupt or unreadable (the readers collect these and report them all in one error)."
 
 # %% ../nbs/01_data.ipynb #81e551b9
 SHAPES = ['circle', 'rectangle', 'triangle', 'star', 'cross']
@@ -178,7 +185,9 @@ def make_shapes(path:Path, # output folder (created)
     "Write a synthetic shapes detection dataset of `n_train`+`n_valid` images to `path` in Pascal VOC layout."
     s = shapes_settings(difficulty, **overrides)
     path = Path(path)
+    _clear_shapes(path)  # refuses a folder that holds anything but an old shapes dataset
     for d in ('JPEGImages', 'Annotations', 'ImageSets/Main'): (path / d).mkdir(parents=True, exist_ok=True)
+    (path / 'shapes.json').write_text('{"incomplete": true}')  # marks the folder as ours while it is written
     jobs = [('train', i) for i in range(n_train)] + [('val', i) for i in range(n_valid)]
     ids = {'train': [], 'val': []}
     for split, i in (progress_bar(jobs, leave=False) if progress else jobs):
@@ -193,6 +202,26 @@ def make_shapes(path:Path, # output folder (created)
     (path / 'shapes.json').write_text(json.dumps(meta, indent=1))
     return path
 
+# %% ../nbs/01_data.ipynb #398b0a67
+_SHAPES_FILE = re.compile(r'JPEGImages/(train|val)_\d{5,}\.jpg|Annotations/(train|val)_\d{5,}\.xml|ImageSets/Main/(train|val)\.txt|shapes\.json')
+_SHAPES_DIRS = {'JPEGImages', 'Annotations', 'ImageSets', 'ImageSets/Main'}
+
+def _clear_shapes(path:Path):
+    "Delete an old shapes dataset at `path`; a `DataError` if `path` holds anything else."
+    if not path.exists(): return
+    no = f"{path}: refusing to write the shapes dataset into a folder that is not empty and is not a shapes dataset"
+    if not path.is_dir(): raise DataError(f"{path}: exists and is not a folder; refusing to write the shapes dataset there")
+    if not (path / 'shapes.json').is_file():
+        if any(path.iterdir()): raise DataError(f"{no} (no shapes.json)")
+        return
+    ours = []
+    for p in path.rglob('*'):
+        rel = p.relative_to(path).as_posix()
+        if p.is_symlink() or not (rel in _SHAPES_DIRS if p.is_dir() else p.is_file() and _SHAPES_FILE.fullmatch(rel)):
+            raise DataError(f"{no} ({rel!r} was not written by make_shapes)")
+        if p.is_file(): ours.append(p)
+    for p in ours: p.unlink()
+
 # %% ../nbs/01_data.ipynb #1835f569
 def data_home()->Path:
     "Where datasets are kept: `$SSD_TUTORIAL_HOME/data`, default `~/.ssd_tutorial/data`."
@@ -204,28 +233,71 @@ def get_shapes(n_train:int=800, n_valid:int=200, size:int=224, seed:int=0, diffi
     s = shapes_settings(difficulty, **overrides)
     path = Path(path) if path else data_home() / f'shapes_{difficulty}_{size}px_{n_train}+{n_valid}_seed{seed}'
     meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
-    mf = path / 'shapes.json'
-    if mf.exists() and json.loads(mf.read_text()) == json.loads(json.dumps(meta)): return path
+    try: old = json.loads((path / 'shapes.json').read_text())
+    except (OSError, ValueError): old = None
+    if old == json.loads(json.dumps(meta)): return path
     return make_shapes(path, n_train, n_valid, size, seed, difficulty, progress=progress, **overrides)
 
-# %% ../nbs/01_data.ipynb #7d574f84
-def _check_objects(src, boxes:list, labels:list, difficult:list, truncated:list, size:tuple, classes=None):
-    "Clip `boxes` to the image `size`, drop empty ones, and check `labels` against `classes`; warnings name `src`."
-    w, h = size
-    b = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    if classes is not None:
-        for l in labels:
-            if l not in classes: raise DataError(f"{src}: unknown class name {l!r}; known classes: {list(classes)}")
-    c = torch.stack([b[:, 0].clamp(0, w), b[:, 1].clamp(0, h), b[:, 2].clamp(0, w), b[:, 3].clamp(0, h)], 1)
-    keep = []
-    for i in range(len(b)):
-        if not torch.equal(b[i], c[i]):
-            warnings.warn(f"{src}: box {b[i].tolist()} of {labels[i]!r} lies outside the {w}x{h} image; clipped to {c[i].tolist()}")
-        if box_area(c[i]) <= 0: warnings.warn(f"{src}: box {b[i].tolist()} of {labels[i]!r} has zero area; dropped")
-        else: keep.append(i)
-    return (c[keep], [labels[i] for i in keep], [difficult[i] for i in keep], [truncated[i] for i in keep])
-
 # %% ../nbs/01_data.ipynb #a6367747
+def parse_voc_xml(fn:Path, # a VOC annotation file
+                  img_dir:Path|None=None, # folder of the images; default `../JPEGImages`
+                  classes=None # allowed class names; `None` allows any
+                 )->Record:
+    "Read one VOC annotation file `fn` into a `Record`: continuous tlbr pixel boxes on the image as a viewer shows it."
+    fn = Path(fn)
+    root = _read_xml(fn)
+    img_dir = Path(img_dir) if img_dir else fn.parent.parent / 'JPEGImages'
+    img = img_dir / _xml_text(root, 'filename', fn)
+    if not img.is_file(): raise ImageError(f"{fn}: image file {img} not found")
+    sz = root.find('size')  # the size the boxes were drawn on; 0 or absent: unknown
+    declared = (0, 0) if sz is None else (_xml_num(sz, 'width', fn, '0'), _xml_num(sz, 'height', fn, '0'))
+    boxes, labels, diff, trunc = [], [], [], []
+    for o in root.iter('object'):
+        name, bb = _xml_text(o, 'name', fn), o.find('bndbox')
+        if bb is None: raise DataError(f"{fn}: object {name!r} without <bndbox>")
+        x1, y1, x2, y2 = (_xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
+        if x1 > x2 or y1 > y2:
+            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put in order")
+            x1, y1, x2, y2 = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+        boxes.append([x1 - 1, y1 - 1, x2, y2])  # 1-based inclusive -> continuous
+        labels.append(name)
+        diff.append(_xml_text(o, 'difficult', fn, '0') == '1')
+        trunc.append(_xml_text(o, 'truncated', fn, '0') == '1')
+    boxes, size = _fit_boxes(fn, boxes, declared, img)
+    b, l, flags = _check_objects(fn, boxes, labels, size, classes, difficult=diff, truncated=trunc)
+    return Record(img, b, l, size=size, **flags)
+
+# %% ../nbs/01_data.ipynb #ec10a484
+def read_voc(path:Path, # VOC root: `Annotations/`, `JPEGImages/`, `ImageSets/Main/`
+             split:str='train', # a file `ImageSets/Main/{split}.txt`
+             classes=None, # allowed class names; `None` allows any
+             check_images:bool=False # decode every image now, to catch corrupt files before training
+            )->list:
+    "Records of the images listed in `split` of the Pascal VOC folder `path`; every unreadable image is reported in one error."
+    path = Path(path)
+    sf = path / 'ImageSets' / 'Main' / f'{split}.txt'
+    if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: {sorted(p.stem for p in sf.parent.glob('*.txt'))})")
+    ids = _split_ids(sf, path / 'Annotations')
+    if not ids: raise DataError(f"{sf}: split {split!r} lists no images")
+    recs, bad = [], []
+    for i in ids:
+        try: recs.append(parse_voc_xml(path / 'Annotations' / f'{i}.xml', path / 'JPEGImages', classes))
+        except ImageError as e: bad.append(str(e))
+    if check_images: bad += _unreadable([r.fname for r in recs])
+    _raise_unreadable(sf, bad)
+    return recs
+
+# %% ../nbs/01_data.ipynb #8b9f709e
+def _read_xml(fn:Path):
+    "The root element of XML file `fn`; `DataError` naming it if it is missing, unreadable or not XML."
+    try: return ET.parse(fn).getroot()
+    except FileNotFoundError: raise DataError(f"{fn}: annotation file not found") from None
+    except (ET.ParseError, LookupError) as e:  # LookupError: an unknown declared encoding
+        try: fn.read_bytes().decode('utf-8'); hint = ''
+        except UnicodeDecodeError: hint = '; not UTF-8 text either (a binary file, or an encoding it does not declare?)'
+        raise DataError(f"{fn}: malformed XML ({e}){hint}") from None
+    except OSError as e: raise DataError(f"{fn}: cannot be read ({e})") from None
+
 def _xml_text(node, tag:str, src, default=None):
     t = node.find(tag)
     if t is None or t.text is None:
@@ -233,56 +305,145 @@ def _xml_text(node, tag:str, src, default=None):
         raise DataError(f"{src}: missing <{tag}> in <{node.tag}>")
     return t.text.strip()
 
-def parse_voc_xml(fn:Path, # a VOC annotation file
-                  img_dir:Path|None=None, # folder of the images; default `../JPEGImages`
-                  classes=None # allowed class names; `None` allows any
-                 )->Record:
-    "Read one VOC annotation file `fn` into a `Record` (boxes converted to continuous tlbr pixels)."
-    fn = Path(fn)
-    try: root = ET.parse(fn).getroot()
-    except ET.ParseError as e: raise DataError(f"{fn}: malformed XML ({e})") from None
-    img_dir = Path(img_dir) if img_dir else fn.parent.parent / 'JPEGImages'
-    img = img_dir / _xml_text(root, 'filename', fn)
-    if not img.exists(): raise DataError(f"{fn}: image file {img} not found")
-    sz = root.find('size')
-    if sz is None: raise DataError(f"{fn}: missing <size>")
-    try: w, h = int(float(_xml_text(sz, 'width', fn))), int(float(_xml_text(sz, 'height', fn)))
-    except ValueError as e: raise DataError(f"{fn}: bad image size ({e})") from None
-    boxes, labels, diff, trunc = [], [], [], []
-    for o in root.iter('object'):
-        bb = o.find('bndbox')
-        if bb is None: raise DataError(f"{fn}: object without <bndbox>")
-        try: x1, y1, x2, y2 = (float(_xml_text(bb, k, fn)) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
-        except ValueError as e: raise DataError(f"{fn}: non-numeric box coordinate ({e})") from None
-        boxes.append([x1 - 1, y1 - 1, x2, y2])
-        labels.append(_xml_text(o, 'name', fn))
-        diff.append(_xml_text(o, 'difficult', fn, '0') == '1')
-        trunc.append(_xml_text(o, 'truncated', fn, '0') == '1')
-    b, l, d, t = _check_objects(fn, boxes, labels, diff, trunc, (w, h), classes)
-    return Record(img, b, l, d, t, (w, h))
+def _xml_num(node, tag:str, src, default=None)->float:
+    "The number in `<tag>` of `node` (`default` if absent); `DataError` naming `src` unless it is finite."
+    t = _xml_text(node, tag, src, default)
+    try: v = float(t)
+    except ValueError: v = math.nan
+    if not math.isfinite(v): raise DataError(f"{src}: non-numeric or infinite <{tag}> in <{node.tag}>: {t!r}")
+    return v
 
-# %% ../nbs/01_data.ipynb #ec10a484
-def check_image(fn:Path):
-    "Fully decode image `fn`; raise a `DataError` naming it if it is corrupt or unreadable."
+# %% ../nbs/01_data.ipynb #2cc79476
+def _split_id(l:str, ann:Path)->str:
+    "The image id on line `l` of a split file: the line, or `id` of a per-class line `id  1` (unless `ann/'id  1.xml'` exists)."
+    m = re.fullmatch(r'(.+?)\s+(-?1|0)', l)
+    return m.group(1) if m and not (ann / f'{l}.xml').exists() else l
+
+def _split_ids(sf:Path, ann:Path)->list:
+    "Image ids in split file `sf`, one a line (they may hold spaces)."
+    try: return [_split_id(l.strip(), ann) for l in sf.read_text(encoding='utf-8').splitlines() if l.strip()]
+    except (UnicodeDecodeError, OSError) as e: raise DataError(f"{sf}: cannot be read as UTF-8 text ({e})") from None
+
+# %% ../nbs/01_data.ipynb #6060457d
+_TURN = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,  # EXIF
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+
+def _orientation(im)->int:
+    "EXIF orientation (1-8) of an open image, from its header (a PNG's eXIf chunk counts only before the pixels)."
+    if im.format == 'PNG' and 'exif' not in im.info: return 1  # `getexif` would decode the whole PNG to look further
+    o = im.getexif().get(0x0112, 1)
+    return o if o in _TURN else 1
+
+def _header(fn)->tuple:
+    "`(w, h, orientation)` of image `fn` as stored, read from its header."
     try:
-        with Image.open(fn) as im: im.load()
-    except Exception as e: raise DataError(f"{fn}: corrupt or unreadable image ({e})") from None
+        with Image.open(fn) as im: return (*im.size, _orientation(im))
+    except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
+    except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 
-def read_voc(path:Path, # VOC root: `Annotations/`, `JPEGImages/`, `ImageSets/Main/`
-             split:str='train', # a file `ImageSets/Main/{split}.txt`
-             classes=None, # allowed class names; `None` allows any
-             check_images:bool=False # decode every image to catch corrupt files now
-            )->list:
-    "Records of the images listed in `split` of the Pascal VOC folder `path`."
-    path = Path(path)
-    sf = path / 'ImageSets' / 'Main' / f'{split}.txt'
-    if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: {sorted(p.stem for p in sf.parent.glob('*.txt'))})")
-    ids = [l.split()[0] for l in sf.read_text().splitlines() if l.strip()]
-    if not ids: raise DataError(f"{sf}: split {split!r} lists no images")
-    recs = [parse_voc_xml(path / 'Annotations' / f'{i}.xml', path / 'JPEGImages', classes) for i in ids]
-    if check_images:
-        for r in recs: check_image(r.fname)
-    return recs
+def image_size(fn:Path)->tuple:
+    "`(w, h)` of image `fn` as a viewer shows it (EXIF orientations 5-8 turn it by 90 degrees), from its header only."
+    w, h, o = _header(fn)
+    return (h, w) if o >= 5 else (w, h)
+
+# %% ../nbs/01_data.ipynb #66fc8160
+def _to_8bit(im:Image.Image)->Image.Image:
+    "8-bit 'L' image of a 16-bit ('I;16'), 32-bit ('I') or float ('F') one, scaled as a viewer does."
+    a = np.asarray(im, dtype=np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    if im.mode.startswith('I;16') or (im.mode == 'I' and lo >= 0 and hi <= 65535): a = a / 257  # 16 bits: 65535 -> 255
+    elif im.mode == 'F' and lo >= 0 and hi <= 1: a = a * 255
+    else: a = (a - lo) / max(hi - lo, 1e-12) * 255  # any other range: stretched to 0..255
+    return Image.fromarray(a.round().astype(np.uint8))
+
+def _load(fn, draft:bool=False)->Image.Image:
+    "`load_image`; with `draft`, a JPEG is decoded at 1/8 scale (every byte is still read, so truncation is caught)."
+    try:
+        with Image.open(fn) as im:
+            o = _orientation(im)
+            if draft and im.format == 'JPEG': im.draft(None, (1, 1))
+            im.load()
+            if o != 1: im = im.transpose(_TURN[o])
+            if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
+            if im.mode in ('P', 'L', 'RGB') and 'transparency' in im.info: im = im.convert('RGBA')
+            if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
+            return im.convert('RGB')
+    except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
+    except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
+
+def load_image(fn:Path)->Image.Image:
+    "Image `fn` as a viewer shows it, in 8-bit RGB: turned by its EXIF orientation, 16-bit scaled, transparency over white."
+    return _load(fn)
+
+# %% ../nbs/01_data.ipynb #c4939631
+def check_image(fn:Path):
+    "Decode image `fn` as `load_image` does (a JPEG at 1/8 scale, still reading every byte); `DataError` naming it if that fails."
+    _load(fn, draft=True)
+
+def _unreadable(fns:list)->list:
+    "Error messages of the images in `fns` that cannot be decoded (with a progress bar when there are many)."
+    bad = []
+    for fn in (progress_bar(fns, leave=False) if len(fns) >= 1000 else fns):
+        try: check_image(fn)
+        except ImageError as e: bad.append(str(e))
+    return bad
+
+def _raise_unreadable(src, msgs:list):
+    "One `ImageError` that counts `msgs` and shows the first five; nothing if there are none."
+    if len(msgs) == 1: raise ImageError(msgs[0])
+    first = ': ' if len(msgs) <= 5 else '; the first 5: '
+    if msgs: raise ImageError(f"{f'{src}: ' if src else ''}{len(msgs)} images cannot be read{first}" + '; '.join(msgs[:5]))
+
+def check_images(items:list, # `Record`s or image files
+                 src=None # named at the start of the error, e.g. the annotation file
+                ):
+    "Decode every image of `items` as `check_image` does; one `DataError` that counts all that fail and shows the first five."
+    _raise_unreadable(src, _unreadable([getattr(o, 'fname', o) for o in items]))
+
+# %% ../nbs/01_data.ipynb #07e2eb9f
+def _turn_boxes(b:list, o:int, w:int, h:int)->list:
+    "tlbr boxes `b` drawn on the stored `w`x`h` pixels of an image with EXIF orientation `o` (5-8), on the image as shown."
+    out = []
+    for x1, y1, x2, y2 in b:
+        x1, y1, x2, y2 = y1, x1, y2, x2  # transpose
+        if o in (6, 7): x1, x2 = h - x2, h - x1  # then flip left-right
+        if o in (7, 8): y1, y2 = w - y2, w - y1  # and/or top-bottom
+        out.append([x1, y1, x2, y2])
+    return out
+
+def _fit_boxes(src, b:list, declared:tuple, img:Path)->tuple:
+    "Boxes `b` drawn on an image of `declared` (w, h), moved onto image `img` as a viewer shows it: `(boxes, (w, h))`."
+    w, h, o = _header(img)
+    (W, H), (dw, dh) = ((h, w) if o >= 5 else (w, h)), declared
+    if dw <= 0 or dh <= 0: warnings.warn(f"{src}: no image size given; using the size of {img.name}, {W}x{H}")
+    elif (dw, dh) == (W, H): pass
+    elif o >= 5 and (dw, dh) == (w, h):
+        warnings.warn(f"{src}: boxes drawn on the stored {w}x{h} pixels of {img.name}, which its EXIF orientation turns to {W}x{H}; boxes turned with it")
+        b = _turn_boxes(b, o, w, h)
+    else:
+        warnings.warn(f"{src}: annotated image size {dw:g}x{dh:g} differs from the size of {img.name}, {W}x{H}; boxes rescaled to it")
+        b = [[x1 * W / dw, y1 * H / dh, x2 * W / dw, y2 * H / dh] for x1, y1, x2, y2 in b]
+    return b, (W, H)
+
+# %% ../nbs/01_data.ipynb #7d574f84
+def _check_objects(src, boxes:list, labels:list, size:tuple, classes=None, **flags)->tuple:
+    "Put swapped corners of tlbr `boxes` in order, clip them to `size`, drop empty ones, check `labels`: `(boxes, labels, flags)`."
+    w, h = size
+    fmt = lambda b: '[' + ', '.join(f'{v:g}' for v in b) + ']'
+    if classes is not None:
+        for l in labels:
+            if l not in classes: raise DataError(f"{src}: unknown class name {l!r}; known classes: {list(classes)}")
+    keep, out = [], []
+    for i, (b, l) in enumerate(zip(boxes, labels)):
+        if b[0] > b[2] or b[1] > b[3]:
+            o, b = b, [min(b[0], b[2]), min(b[1], b[3]), max(b[0], b[2]), max(b[1], b[3])]
+            warnings.warn(f"{src}: box {fmt(o)} of {l!r} has its corners swapped; put in order: {fmt(b)}")
+        c = [min(max(b[0], 0), w), min(max(b[1], 0), h), min(max(b[2], 0), w), min(max(b[3], 0), h)]
+        if c != b: warnings.warn(f"{src}: box {fmt(b)} of {l!r} lies outside the {w}x{h} image; clipped to {fmt(c)}")
+        if c[2] <= c[0] or c[3] <= c[1]: warnings.warn(f"{src}: box {fmt(b)} of {l!r} has zero area; dropped")
+        else: keep.append(i); out.append(c)
+    return (torch.tensor(out, dtype=torch.float32).reshape(-1, 4), [labels[i] for i in keep],
+            {k: [v[i] for i in keep] for k, v in flags.items()})
 
 # %% ../nbs/01_data.ipynb #f1378b8d
 def to_coco(records:list, # `Record`s
@@ -294,12 +455,12 @@ def to_coco(records:list, # `Record`s
     cat = {c: i + 1 for i, c in enumerate(classes)}
     images, anns = [], []
     for i, r in enumerate(records):
-        w, h = r.size if r.size else Image.open(r.fname).size
+        w, h = r.size if r.size else image_size(r.fname)
         images.append(dict(id=i + 1, file_name=r.fname.name, width=int(w), height=int(h)))
-        for b, l, d in zip(r.boxes.tolist(), r.labels, r.difficult.tolist()):
+        for b, l, d, c in zip(r.boxes.tolist(), r.labels, r.difficult.tolist(), r.crowd.tolist()):
             x, y, bw, bh = b[0], b[1], b[2] - b[0], b[3] - b[1]
             anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=cat[l], bbox=[x, y, bw, bh],
-                             area=bw * bh, iscrowd=0, ignore=int(d)))
+                             area=bw * bh, iscrowd=int(c), ignore=int(d)))
     res = dict(images=images, annotations=anns, categories=[dict(id=i, name=c) for c, i in cat.items()])
     if fn: Path(fn).write_text(json.dumps(res))
     return res
@@ -308,33 +469,79 @@ def to_coco(records:list, # `Record`s
 def read_coco(json_path:Path, # a COCO-format annotation file
               img_dir:Path|None=None, # folder of the images; default: the JSON's folder
               classes=None, # allowed class names; `None` allows any
-              check_images:bool=False # decode every image to catch corrupt files now
+              check_images:bool=False # decode every image now, to catch corrupt files before training
              )->list:
-    "Records of the images of a COCO JSON file (a `difficult` flag is read from `ignore` or `difficult`)."
-    json_path = Path(json_path)
+    "Records of the images of a COCO JSON file; `iscrowd` regions get `crowd=True`, `difficult` is read from `ignore` or `difficult`."
+    src = json_path = Path(json_path)
     img_dir = Path(img_dir) if img_dir else json_path.parent
-    try: d = json.loads(json_path.read_text())
-    except json.JSONDecodeError as e: raise DataError(f"{json_path}: malformed JSON ({e})") from None
-    for k in ('images', 'annotations', 'categories'):
-        if k not in d: raise DataError(f"{json_path}: missing key {k!r}")
-    cats = {c['id']: c['name'] for c in d['categories']}
-    objs = {}
-    for a in d['annotations']:
-        if a.get('category_id') not in cats: raise DataError(f"{json_path}: annotation {a.get('id')} has unknown category_id {a.get('category_id')!r}")
-        if len(a.get('bbox', ())) != 4: raise DataError(f"{json_path}: annotation {a.get('id')} has no [x,y,w,h] bbox")
-        objs.setdefault(a['image_id'], []).append(a)
-    recs = []
-    for im in d['images']:
-        fn = img_dir / im['file_name']
-        if not fn.exists(): raise DataError(f"{json_path}: image file {fn} not found")
-        a = objs.get(im['id'], [])
-        boxes = [[x, y, x + w, y + h] for x, y, w, h in (o['bbox'] for o in a)]
-        lbls = [cats[o['category_id']] for o in a]
-        diff = [bool(o.get('difficult', o.get('ignore', 0))) for o in a]
-        b, l, df, t = _check_objects(f"{json_path} (image {im['file_name']})", boxes, lbls, diff, [False] * len(a), (im['width'], im['height']), classes)
-        recs.append(Record(fn, b, l, df, t, (im['width'], im['height'])))
-        if check_images: check_image(fn)
+    cats, ims = _coco_index(src, _read_json(src))
+    recs, bad = [], []
+    for fname, w, h, objs in ims.values():
+        fn, at = img_dir / fname, f"{src} (image {fname})"
+        try:
+            if not fn.is_file(): raise ImageError(f"{src}: image file {fn} not found")
+            boxes, size = _fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h), fn)
+        except ImageError as e: bad.append(str(e)); continue
+        b, l, flags = _check_objects(at, boxes, [cats[o['category_id']] for o in objs], size, classes,
+                                     difficult=[bool(o.get('difficult', o.get('ignore', 0))) for o in objs],
+                                     crowd=[bool(o.get('iscrowd', 0)) for o in objs])
+        recs.append(Record(fn, b, l, size=size, **flags))
+    if check_images: bad += _unreadable([r.fname for r in recs])
+    _raise_unreadable(src, bad)
     return recs
+
+# %% ../nbs/01_data.ipynb #dbd3f40d
+def _read_json(fn:Path):
+    "The JSON in file `fn`; `DataError` naming it if it is missing, not UTF-8 text, or not JSON."
+    try: return json.loads(Path(fn).read_bytes())
+    except FileNotFoundError: raise DataError(f"{fn}: file not found") from None
+    except UnicodeDecodeError as e: raise DataError(f"{fn}: not UTF-8 text, so not JSON ({e})") from None
+    except (ValueError, RecursionError) as e: raise DataError(f"{fn}: malformed JSON ({e})") from None
+    except OSError as e: raise DataError(f"{fn}: cannot be read ({e})") from None
+
+_is_id = lambda v: isinstance(v, (int, str)) and not isinstance(v, bool)
+_is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_COCO_FIELDS = {'id': (_is_id, 'a number or a string'), 'image_id': (_is_id, 'a number or a string'),
+                'category_id': (_is_id, 'a number or a string'), 'name': (lambda v: isinstance(v, str), 'a string'),
+                'file_name': (lambda v: isinstance(v, str) and v != '', 'a file name'),
+                'width': (_is_num, 'a number'), 'height': (_is_num, 'a number'), 'iscrowd': (lambda v: v in (0, 1), '0 or 1'),
+                'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_num, v)), '4 numbers [x, y, w, h]')}
+
+def _coco_fields(src, kind:str, i:int, o, *keys)->list:
+    "Fields `keys` of `o`, record #`i` of list `kind` in COCO file `src`; `DataError` naming it if one is missing or wrong."
+    if not isinstance(o, dict): raise DataError(f"{src}: {kind} #{i} must be an object {{...}}, got {reprlib.repr(o)}")
+    at = f"{src}: {kind} #{i}" + (f" (id {o['id']!r})" if _is_id(o.get('id')) else '')
+    for k in keys:
+        if k not in o: raise DataError(f"{at}: missing {k!r}")
+        ok, want = _COCO_FIELDS[k]
+        if not ok(o[k]): raise DataError(f"{at}: {k!r} must be {want}, got {reprlib.repr(o[k])}")
+    return [o[k] for k in keys]
+
+# %% ../nbs/01_data.ipynb #acfa0b25
+def _coco_index(src, d)->tuple:
+    "Checked `(categories {id: name}, images {id: (file_name, w, h, annotations)})` of COCO dict `d` read from `src`."
+    if not isinstance(d, dict): raise DataError(f"{src}: must hold an object with 'images', 'annotations' and 'categories', got {reprlib.repr(d)}")
+    for k in ('images', 'annotations', 'categories'):
+        if k not in d: raise DataError(f"{src}: missing key {k!r}")
+        if not isinstance(d[k], list): raise DataError(f"{src}: {k!r} must be a list, got {reprlib.repr(d[k])}")
+    cats, ims, orphans = {}, {}, {}
+    for i, c in enumerate(d['categories']):
+        cid, name = _coco_fields(src, 'category', i, c, 'id', 'name')
+        if cid in cats: raise DataError(f"{src}: category #{i}: id {cid!r} is used twice")
+        cats[cid] = name
+    for i, im in enumerate(d['images']):
+        iid, fname, w, h = _coco_fields(src, 'image', i, im, 'id', 'file_name', 'width', 'height')
+        if iid in ims: raise DataError(f"{src}: image #{i}: id {iid!r} is also the id of an earlier image")
+        ims[iid] = (fname, w, h, [])
+    for i, a in enumerate(d['annotations']):
+        _, iid, cid, _ = _coco_fields(src, 'annotation', i, a, 'id', 'image_id', 'category_id', 'bbox')
+        if 'iscrowd' in a: _coco_fields(src, 'annotation', i, a, 'iscrowd')
+        if cid not in cats: raise DataError(f"{src}: annotation #{i} (id {a['id']!r}): unknown category_id {cid!r}")
+        if iid in ims: ims[iid][3].append(a)
+        else: orphans[iid] = orphans.get(iid, 0) + 1
+    if orphans: warnings.warn(f"{src}: left out {sum(orphans.values())} annotation(s) whose image_id matches no image: "
+                              f"{', '.join(map(repr, list(orphans)[:5]))}{', ...' if len(orphans) > 5 else ''}")
+    return cats, ims
 
 # %% ../nbs/01_data.ipynb #21802ac7
 def summarize(records:list, classes=None)->str:
@@ -344,6 +551,8 @@ def summarize(records:list, classes=None)->str:
     lines = [f'{len(records)} images, {n_obj} objects ({n_obj / max(len(records), 1):.2f} per image), '
              f'{sum(len(r) == 0 for r in records)} images without objects, '
              f'{sum(int(r.difficult.sum()) for r in records)} difficult, {sum(int(r.truncated.sum()) for r in records)} truncated']
+    n_crowd = sum(int(r.crowd.sum()) for r in records)
+    if n_crowd: lines[0] += f', {n_crowd} crowd regions'
     lines.append('objects per class: ' + ', '.join(f'{c} {sum(r.labels.count(c) for r in records)}' for c in classes))
     rel = torch.cat([((r.boxes[:, 2:] - r.boxes[:, :2]).prod(1).sqrt() / math.sqrt(r.size[0] * r.size[1])) for r in records if len(r)] or [torch.zeros(0)])
     edges = [0, .05, .1, .2, .3, .5, .7, 1.01]
@@ -359,7 +568,7 @@ def show_records(records:list, n:int=9, ncols:int=3, classes=None, figsize_per:f
     fig, axs = plt.subplots(nrows, ncols, figsize=(ncols * figsize_per, nrows * figsize_per), squeeze=False)
     for ax in axs.flat: ax.set_axis_off()
     for r, ax in zip(records[:n], axs.flat):
-        show_boxes(r.fname, r.boxes, r.labels, classes=classes, ax=ax, title=f'{r.fname.name} ({len(r)})')
+        show_boxes(load_image(r.fname), r.boxes, r.labels, classes=classes, ax=ax, title=f'{r.fname.name} ({len(r)})')
     fig.tight_layout()
     return fig
 
@@ -372,11 +581,9 @@ class LongLabels(Transform):
     def encodes(self, x:TensorMultiCategory): return x.long()
 
 class CheckedPILImage(PILImage):
-    "A `PILImage` whose loading errors are `DataError`s that name the file."
+    "A `PILImage` opened by `load_image` (as a viewer shows it, 8-bit RGB), whose loading errors name the file."
     @classmethod
-    def create(cls, fn, **kwargs):
-        try: return super().create(fn, **kwargs)
-        except Exception as e: raise DataError(f"{fn}: corrupt or unreadable image ({e})") from None
+    def create(cls, fn, **kwargs): return super().create(load_image(fn) if isinstance(fn, (str, Path)) else fn, **kwargs)
 
 def get_dls(train:list, # training `Record`s
             valid:list, # validation `Record`s
@@ -388,13 +595,13 @@ def get_dls(train:list, # training `Record`s
             seed:int|None=0, # seeds Python, numpy and torch (training shuffle, augmentation); `None` leaves them
             **kwargs # passed to `DataBlock.dataloaders`
            ):
-    "fastai `DataLoaders` of (image, boxes in [-1,1], labels) with boxes padded by zeros and labels by 0."
+    "fastai `DataLoaders` of (image, boxes in [-1,1], labels), boxes padded by zeros and labels by 0; crowd regions left out."
     classes = list(classes) if classes is not None else sorted({l for r in train for l in r.labels})
     if not train: raise DataError('get_dls: the training set is empty')
     if not valid: raise DataError('get_dls: the validation set is empty')
     tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2, p_affine=.5)] if aug else []
     dblock = DataBlock(blocks=(ImageBlock(cls=CheckedPILImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
-                       get_x=lambda r: r.fname, get_y=[lambda r: r.boxes.tolist(), lambda r: list(r.labels)],
+                       get_x=lambda r: r.fname, get_y=[lambda r: r.boxes[~r.crowd].tolist(), lambda r: [l for l, c in zip(r.labels, r.crowd.tolist()) if not c]],
                        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
                        item_tfms=[LongLabels(), Resize(size, method='squish')], batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
     if seed is not None: set_seed(seed)  # fastai's shuffles draw from Python's `random`
@@ -425,5 +632,5 @@ def load_dataset(source, # 'shapes', a VOC folder, or a COCO JSON file
     else:
         idx = np.random.default_rng(seed).permutation(len(recs)); n_val = max(1, int(len(recs) * valid_pct))
         train, valid = [recs[i] for i in sorted(idx[n_val:])], [recs[i] for i in sorted(idx[:n_val])]
-    classes = [c['name'] for c in sorted(json.loads(p.read_text())['categories'], key=lambda c: c['id'])]
+    classes = [c['name'] for c in sorted(_read_json(p)['categories'], key=lambda c: (isinstance(c['id'], str), c['id']))]
     return train, valid, classes

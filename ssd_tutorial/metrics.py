@@ -8,7 +8,7 @@ import numpy as np, torch, matplotlib.pyplot as plt
 from torch import Tensor
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from fastai.vision.all import PILImage, imagenet_stats
+from fastai.vision.all import imagenet_stats
 from .boxes import *
 from .data import *
 from .nms import *
@@ -211,7 +211,7 @@ def preds_to_dets(decoded:list, # `decode_preds` output: per image `boxes` (rela
     "Detections for the metrics: boxes scaled to each original image, labels as class names."
     out = []
     for d, r in zip(decoded, records):
-        w, h = r if isinstance(r, (tuple, list)) else (r.size or PILImage.create(r.fname).size)
+        w, h = r if isinstance(r, (tuple, list)) else (r.size or image_size(r.fname))
         out.append(dict(boxes=(d['boxes'].float() * torch.tensor([w, h, w, h], dtype=torch.float32, device=d['boxes'].device)).cpu(),
                         scores=d['scores'].cpu(), labels=[classes[l - 1] for l in d['labels'].tolist()]))
     return out
@@ -225,7 +225,7 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size
     rng = range(0, len(records), bs)
     for i in (progress_bar(rng, leave=False) if progress else rng):
         recs = records[i:i + bs]
-        xb = torch.stack([torch.from_numpy(np.array(PILImage.create(r.fname).resize((size, size), Image.BILINEAR))).permute(2, 0, 1) for r in recs])
+        xb = torch.stack([torch.from_numpy(np.array(load_image(r.fname).resize((size, size), Image.BILINEAR))).permute(2, 0, 1) for r in recs])
         xb = ((xb.float() / 255 - mean) / std).to(dev)
         with torch.no_grad(): dec = decode_preds(*model(xb), anchors.to(dev), grid_size, score_thresh, iou_thresh, max_det)
         out += preds_to_dets(dec, recs, classes)

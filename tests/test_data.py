@@ -75,13 +75,22 @@ def test_missing_field_and_bad_number(bad):
     f.write_text('<annotation><filename>train_00000.jpg</filename><size><width>224</width><height>224</height></size>'
                  '<object><name>star</name><bndbox><xmin>1</xmin><ymin>x</ymin><xmax>5</xmax><ymax>9</ymax></bndbox></object></annotation>')
     with pytest.raises(DataError, match=r'train_00000\.xml: non-numeric'): read_voc(bad)
-    f.write_text('<annotation><filename>train_00000.jpg</filename></annotation>')
-    with pytest.raises(DataError, match=r'train_00000\.xml: missing <size>'): read_voc(bad)
+    f.write_text('<annotation><filename>train_00000.jpg</filename><size><width>2x</width></size></annotation>')
+    with pytest.raises(DataError, match=r'train_00000\.xml: non-numeric or infinite <width>'): read_voc(bad)
+    f.write_text('<annotation><size><width>224</width><height>224</height></size></annotation>')
+    with pytest.raises(DataError, match=r'train_00000\.xml: missing <filename>'): read_voc(bad)
+    f.write_text('<annotation><filename>train_00000.jpg</filename></annotation>')  # no <size>: the image's, with a warning
+    with pytest.warns(UserWarning, match=r'train_00000\.xml: no image size given; using the size of train_00000\.jpg, 224x224'):
+        assert read_voc(bad)[0].size == (224, 224)
 
 def test_missing_and_corrupt_image(bad):
     img = bad / 'JPEGImages/train_00005.jpg'
-    img.write_bytes(img.read_bytes()[:200])
-    read_voc(bad)  # not decoded unless asked
+    data = img.read_bytes()
+    img.write_bytes(data[:-100])
+    read_voc(bad)  # the header is fine: not decoded unless asked
+    with pytest.raises(DataError, match=r'train_00005\.jpg: corrupt'): read_voc(bad, check_images=True)
+    img.write_bytes(data[:200])  # the header itself is cut: found while reading
+    with pytest.raises(DataError, match=r'train_00005\.jpg: corrupt'): read_voc(bad)
     with pytest.raises(DataError, match=r'train_00005\.jpg: corrupt'): read_voc(bad, check_images=True)
     with pytest.raises(DataError, match=r'train_00005\.jpg: corrupt'): CheckedPILImage.create(img)
     img.unlink()
@@ -98,8 +107,9 @@ def test_box_outside_and_zero_area(bad):
         r = read_voc(bad)[1]
     msgs = [str(w.message) for w in ws]
     assert any('train_00001.xml' in m and 'clipped' in m for m in msgs)
-    assert sum('zero area; dropped' in m for m in msgs) == 2  # the inverted box, and the one wholly outside
-    assert r.labels == ['star'] and r.boxes.tolist() == [[0., 0., 224., 50.]]
+    assert sum('zero area; dropped' in m for m in msgs) == 1  # the one wholly outside
+    assert sum('corners swapped' in m for m in msgs) == 1  # xmin 11 > xmax 10: put in order, pixels 10..11
+    assert r.labels == ['star', 'cross'] and r.boxes.tolist() == [[0., 0., 224., 50.], [9., 0., 11., 50.]]
 
 def test_unknown_class_and_empty_split(bad):
     f = bad / 'Annotations/train_00002.xml'
@@ -116,7 +126,7 @@ def test_coco_errors(shapes_dir, tmp_path):
     d = to_coco(read_voc(shapes_dir, 'val'), SHAPES)
     d['annotations'][0]['category_id'] = 99
     (tmp_path / 'c.json').write_text(json.dumps(d))
-    with pytest.raises(DataError, match=r'c\.json: annotation 1 has unknown category_id 99'): read_coco(tmp_path / 'c.json', shapes_dir / 'JPEGImages')
+    with pytest.raises(DataError, match=r'c\.json: annotation #0 \(id 1\): unknown category_id 99'): read_coco(tmp_path / 'c.json', shapes_dir / 'JPEGImages')
     del d['categories']; (tmp_path / 'c.json').write_text(json.dumps(d))
     with pytest.raises(DataError, match="missing key 'categories'"): read_coco(tmp_path / 'c.json')
 
