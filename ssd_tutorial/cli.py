@@ -5,6 +5,7 @@
 # %% ../nbs/90_cli.ipynb #f9985a93
 from __future__ import annotations
 import argparse, json, math, os, sys, tempfile, time, warnings
+warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # raised by fastai's import, not by us
 import torch
 from pathlib import Path
 import matplotlib
