@@ -1,23 +1,25 @@
 """Train the stages side by side on the easy shapes data and write the README's results table (bench/results.md).
 
-Each run uses 10240 training / 160 validation images of the easy shapes at 128 px, ResNet18 from random weights,
-batch 32, 2 epochs, one-cycle lr 1e-3, multigrid head dropout 0.1 and bfloat16 mixed precision (where the hardware
-has it; --fp32 turns it off), with one stage and class loss; several seeds show the noise.
+Each run uses 10240 training / 160 validation images of the easy shapes (drawn at 128 px), ResNet18 from random
+weights, batch 32, 2 epochs, one-cycle lr 1e-3, multigrid head dropout 0.1 and bfloat16 mixed precision (where the
+hardware has it; --fp32 turns it off), with one stage and loss at the stage's input size (128 px for grid4x4 and
+multigrid, 300 px for ssd, whose loss can also be multibox); several seeds show the noise.
 Metrics on the 160 validation images: VOC07 mAP@0.5 (11-point) and COCO AP@[.5:.95].
-Usage: python bench/results.py [--seeds 0 1 2] [--epochs 2] [--n-train 10240] [--lr 1e-3] [--fp32] [--configs grid4x4:bce multigrid:bce multigrid:focal]
-A full run takes about 9 x 5.5 minutes on a 2-core CPU with AVX512-BF16."""
+Usage: python bench/results.py [--seeds 0 1 2] [--epochs 2] [--n-train 10240] [--lr 1e-3] [--fp32] [--configs grid4x4:bce multigrid:bce multigrid:focal ssd:bce ssd:focal ssd:multibox]
+On a 2-core CPU with AVX512-BF16 a 128 px run takes about 5.5 minutes, an ssd run (300 px) about 45: run the ssd
+configs on a GPU."""
 import argparse, time, numpy as np, torch
 from pathlib import Path
 from ssd_tutorial.all import *
-from ssd_tutorial.cli import train_detector, bf16_native, STAGES
+from ssd_tutorial.train import train_detector, bf16_native, STAGES
 
 def run(stage, loss, seed, epochs, lr, train, valid, drop, bf16):
     t0 = time.time()
-    learn = train_detector(train, valid, SHAPES, stage, size=128, bs=32, epochs=epochs, lr=lr, backbone='resnet18', seed=seed, loss=loss,
+    size = STAGES[stage]['size']
+    learn = train_detector(train, valid, SHAPES, stage, size=size, bs=32, epochs=epochs, lr=lr, backbone='resnet18', seed=seed, loss=loss,
                            model_kw=dict(drop=drop) if stage == 'multigrid' else None, bf16=bf16)
     t = time.time() - t0
-    st = STAGES[stage]
-    res = evaluate(learn.model.cpu(), valid, SHAPES, st['anchors'](), st['grid_size'](), 128, progress=False)
+    res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.grid_size, size, progress=False, detect=learn.detect)
     return dict(map50=res['voc07']['mAP'], ap=res['coco']['AP'], ap50=res['coco']['AP50'], secs=t)
 
 def main():
@@ -40,14 +42,14 @@ def main():
         rs = [run(stage, loss, s, a.epochs, a.lr, train, valid, a.drop, bf16) for s in a.seeds]
         for s, r in zip(a.seeds, rs): print(f'{stage} {loss} seed {s}: mAP@0.5 {r["map50"]:.3f}, COCO AP {r["ap"]:.3f}, {r["secs"]:.0f}s', flush=True)
         m = lambda k: f'{np.mean([r[k] for r in rs]):.3f} ± {np.std([r[k] for r in rs]):.3f}'
-        rows.append(f"| {stage} | {loss} | {m('map50')} | {m('ap50')} | {m('ap')} | {np.mean([r['secs'] for r in rs]):.0f} s | "
+        rows.append(f"| {stage} | {STAGES[stage]['size']} px | {loss} | {m('map50')} | {m('ap50')} | {m('ap')} | {np.mean([r['secs'] for r in rs]):.0f} s | "
                     f"`ssd-tutorial train --stage {stage} --loss {loss} --n-train {a.n_train} --epochs {a.epochs} --lr {a.lr:g}" + (f' --drop {a.drop}' if stage == 'multigrid' else '') + (' --bf16' if bf16 else '') + '` |')
     cpu = f'{torch.get_num_threads()}-thread CPU' if not torch.cuda.is_available() else torch.cuda.get_device_name()
     text = '\n'.join([
-        f'Easy shapes, {a.n_train} training / 160 validation images, 128 px, ResNet18 from random weights, {a.epochs} epochs at lr {a.lr:g}, {"bfloat16 mixed precision" if bf16 else "float32"}; '
+        f'Easy shapes, {a.n_train} training / 160 validation images drawn at 128 px and read at the stage\'s input size, ResNet18 from random weights, {a.epochs} epochs at lr {a.lr:g}, {"bfloat16 mixed precision" if bf16 else "float32"}; '
         f'mean ± std over seeds {", ".join(map(str, a.seeds))} (written by `python bench/results.py` on a {cpu}, torch {torch.__version__}).', '',
-        '| stage | class loss | VOC07 mAP@0.5 | COCO AP50 | COCO AP@[.5:.95] | training time | command |',
-        '|---|---|---|---|---|---|---|', *rows, ''])
+        '| stage | input | class loss | VOC07 mAP@0.5 | COCO AP50 | COCO AP@[.5:.95] | training time | command |',
+        '|---|---|---|---|---|---|---|---|', *rows, ''])
     Path(a.out).write_text(text); print(text)
 
 if __name__ == '__main__': main()

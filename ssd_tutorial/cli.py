@@ -9,20 +9,18 @@ warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # raised by f
 import torch
 from pathlib import Path
 import matplotlib
-from fastai.vision.all import Learner, set_seed, L
-from fastai.callback.core import Callback, CancelFitException
-from fastai.callback.fp16 import MixedPrecision
-from torch.amp import GradScaler
 from .data import *
 from .grid4x4 import *
 from .multigrid import *
 from .focal import *
 from .nms import *
 from .metrics import *
+from .ssd300 import *
+from .train import *
+
 
 # %% auto #0
-__all__ = ['STAGES', 'LOSSES', 'DEMO', 'cmd_data', 'bf16_native', 'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite',
-           'train_detector', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main']
+__all__ = ['DEMO', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #95b4a1f7
 def cmd_data(args):
@@ -37,80 +35,6 @@ def cmd_data(args):
     fig = show_records(train, 12, ncols=4, classes=SHAPES)
     fig.savefig(out / 'shapes_samples.png', dpi=80); print(f'samples: {out / "shapes_samples.png"}')
     return 0
-
-# %% ../nbs/90_cli.ipynb #11047406
-# min_bs: the multi-grid head has batch norm on its 1x1 grid, which needs two images per batch to train
-STAGES = {'grid4x4': dict(model=grid_model, anchors=lambda: grid_anchors(4), grid_size=lambda: .25, min_bs=1),
-          'multigrid': dict(model=multi_model, anchors=multi_anchors, grid_size=multi_grid_sizes, min_bs=2)}
-LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss}
-
-def bf16_native(device='cpu')->bool:
-    "Whether `device` has bfloat16 arithmetic (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX)."
-    if torch.device(device).type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
-
-class BF16Training(MixedPrecision):
-    "fastai's bfloat16 mixed precision on the learner's device, CPU included, with channels-last convolutions."
-    def __init__(self): super().__init__(amp_mode='bf16')
-    def before_fit(self):
-        dev = next(self.learn.model.parameters()).device.type   # TrainEvalCallback (order -10) has moved it to the data's device
-        self.autocast, self.learn.scaler, self.scales = torch.autocast(dev, dtype=torch.bfloat16), GradScaler(dev, enabled=False), L()
-        self.learn.model.to(memory_format=torch.channels_last)
-    def before_batch(self):
-        self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
-        super().before_batch()
-    def after_fit(self):
-        super().after_fit()
-        self.learn.model.to(memory_format=torch.contiguous_format)
-
-# %% ../nbs/90_cli.ipynb #c1a00002
-class NonFiniteLoss(RuntimeError):
-    "Training stopped at a NaN or infinite loss; `learn` holds the weights of the last batch whose loss was finite."
-    def __init__(self, msg:str, learn): super().__init__(msg); self.learn = learn
-
-class StopOnNonFinite(Callback):
-    "Stop at the first non-finite training loss and put back the weights of the last batch whose loss was finite."
-    order = 15  # after BF16Training (10), which changes the memory layout of the buffers in `before_fit`
-    def before_fit(self):
-        self.bad, self.good_batch = None, None
-        self.live = [t for t in (*self.model.parameters(), *self.model.buffers())]
-        self.snap = [t.detach().clone() for t in self.live]          # the starting weights, until a batch succeeds
-    def after_loss(self):
-        if not self.training: return
-        if torch.isfinite(self.loss).all():                          # these weights gave a finite loss: keep a copy
-            torch._foreach_copy_(self.snap, [t.detach() for t in self.live]); self.good_batch = (self.epoch, self.iter)
-            return
-        with torch.no_grad(): torch._foreach_copy_([t.data for t in self.live], self.snap)
-        self.bad = (self.epoch, self.iter, self.loss.item())
-        raise CancelFitException()
-    def message(self)->str:
-        ep, it, v = self.bad
-        kept = (f'epoch {self.good_batch[0] + 1}, batch {self.good_batch[1] + 1}' if self.good_batch else 'the start (no batch had a finite loss)')
-        return (f'the training loss became {v} at epoch {ep + 1}/{self.n_epoch}, batch {it + 1}/{self.n_iter}; training stopped. '
-                f'The model holds the weights of the last finite loss ({kept}); try a lower --lr')
-
-# %% ../nbs/90_cli.ipynb #c1a00003
-def train_detector(train:list, valid:list, classes:list, stage:str='grid4x4', size:int=128, bs:int=32,
-                   epochs:int=8, lr:float=3e-3, backbone:str='resnet18', pretrained:bool=False, seed:int=0,
-                   loss:str='bce', model_kw:dict|None=None, bf16:bool=False):
-    "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`)."
-    if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
-    if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f'the learning rate must be a positive number, got {lr}')
-    st = STAGES[stage]
-    if len(train) < bs:   # fastai drops the last incomplete training batch: a larger bs would make no step at all
-        warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}')
-        bs = len(train)
-    if bs < st['min_bs']: raise ValueError(f"the {stage} model needs a batch size of at least {st['min_bs']} to train (batch norm on its 1x1 grid), got {bs}")
-    set_seed(seed)
-    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed)
-    model = st['model'](len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
-    learn = Learner(dls, model, loss_func=SSDLoss(st['anchors'](), st['grid_size'](), conf_loss=LOSSES[loss](len(classes))),
-                    cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
-    learn.fit_one_cycle(epochs, lr)
-    if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)
-    if learn.train_iter == 0: raise ValueError(f'training made no optimiser step ({len(train)} images, batch size {bs})')
-    return learn
 
 # %% ../nbs/90_cli.ipynb #c1a00004
 def prepare_out(out)->Path:
@@ -137,12 +61,11 @@ def _save(learn, args, classes:list, out:Path)->Path:
 # %% ../nbs/90_cli.ipynb #c1a00009
 def _report(learn, args, classes:list, out:Path):
     "The optional part, after the checkpoint: the predictions PNG and the validation metrics."
-    st = STAGES[args.stage]
-    anchors, gs = st['anchors'](), st['grid_size']()  # decode_preds moves them to the model's device
-    fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=decode_preds)
+    anchors, gs = learn.anchors, learn.grid_size  # the read-out moves them to the model's device
+    fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=learn.detect)
     fig.savefig(out / 'predictions.png', dpi=80)
     print(f'predictions: {out / "predictions.png"}')
-    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, args.size, progress=False)
+    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, args.size, progress=False, detect=learn.detect)
     print(f"validation mAP@0.5 (VOC07 11-point): {res['voc07']['mAP']:.3f}, COCO AP@[.5:.95]: {res['coco']['AP']:.3f}")
     return res
 
@@ -163,6 +86,7 @@ def cmd_train(args):
     matplotlib.use('Agg')
     t0 = time.time()
     out = prepare_out(args.out)
+    args.size = args.size or STAGES[args.stage]['size']
     STAGES[args.stage]['model'](1, backbone=args.backbone, size=args.size, **_model_kw(args))  # a bad --size fails now, not after the data
     train, valid, classes = _load_data(args)
     print(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
@@ -189,9 +113,10 @@ def cmd_evaluate(args):
     classes = cfg['classes']
     _, valid, data_classes = _load_data(args)
     if list(data_classes) != list(classes): raise ValueError(f'{args.data}: its classes {list(data_classes)} are not the checkpoint\'s {classes}')
-    st = STAGES[cfg['stage']]
-    print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg.get('loss', 'bce')} loss) on {len(valid)} validation images of {args.data}")
-    res = evaluate(model, valid, classes, st['anchors'](), st['grid_size'](), cfg['size'], bs=args.bs)
+    loss = cfg.get('loss', 'bce')
+    anchors, gs = stage_priors(cfg['stage'], model, cfg['size'])
+    print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg['size']}px, {loss} loss) on {len(valid)} validation images of {args.data}")
+    res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss))
     print(metrics_table(res, classes))
     (out / 'detections.json').write_text(json.dumps(dets_to_coco(res['dets'], classes)))
     (out / 'metrics.json').write_text(json.dumps({k: res[k] for k in ('voc07', 'voc', 'coco')}, indent=1))
@@ -252,15 +177,15 @@ def get_parser()->argparse.ArgumentParser:
     m.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     m.set_defaults(func=cmd_demo)
     t = sub.add_parser('train', help='train a detector')
-    t.add_argument('--stage', choices=list(STAGES), default='grid4x4', help='model stage (default grid4x4)')
-    t.add_argument('--loss', choices=list(LOSSES), default='bce', help='class loss: bce or focal (default bce)')
+    t.add_argument('--stage', choices=list(STAGES), default='grid4x4', help='grid4x4, multigrid or ssd (SSD300) (default grid4x4)')
+    t.add_argument('--loss', choices=list(LOSSES), default='bce', help="bce or focal (class losses of SSDLoss), or multibox (softmax with hard negative mining) (default bce)")
     t.add_argument('--drop', type=float, default=None, help='multigrid: head dropout (default 0.4, the walkthrough\'s; 0.1 trains faster from scratch)')
     _data_args(t)
     t.add_argument('--epochs', type=_positive, default=8, help='epochs (default 8)')
-    t.add_argument('--size', type=_positive, default=128, help='input size: 128, 224 or 256 (default 128)')
+    t.add_argument('--size', type=_positive, default=None, help="input size in pixels (default the stage's: 128, or 300 for ssd)")
     t.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
     t.add_argument('--lr', type=_positive_float, default=3e-3, help='peak learning rate of the one-cycle schedule (default 3e-3)')
-    t.add_argument('--backbone', choices=['resnet18', 'resnet34'], default='resnet18', help='ResNet body (default resnet18)')
+    t.add_argument('--backbone', choices=['resnet18', 'resnet34', 'vgg16'], default='resnet18', help='body: resnet18, resnet34, or for ssd vgg16 (default resnet18)')
     t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (needs them cached or internet)')
     t.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     t.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision: about 1.8x faster on CPUs with AVX512-BF16 or AMX, and on recent GPUs')

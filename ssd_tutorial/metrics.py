@@ -217,8 +217,10 @@ def preds_to_dets(decoded:list, # `decode_preds` output: per image `boxes` (rela
     return out
 
 def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32,
-                    score_thresh:float=.05, iou_thresh:float=.45, max_det:int=100, progress:bool=True)->list:
-    "Detections of `model` on the images of `records` (squished to `size`, as in training), for the metrics."
+                    score_thresh:float=.05, iou_thresh:float=.45, max_det:int=100, progress:bool=True,
+                    detect=decode_preds # `detect(clas, bbox, anchors, grid_size, score_thresh, iou_thresh, max_det)` -> per-image dicts
+                   )->list:
+    "Detections of `model` on the images of `records` (squished to `size`, as in training), read out by `detect`."
     dev = next(model.parameters()).device
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in imagenet_stats)
     model.eval(); out = []
@@ -227,13 +229,14 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size
         recs = records[i:i + bs]
         xb = torch.stack([torch.from_numpy(np.array(load_image(r.fname).resize((size, size), Image.BILINEAR))).permute(2, 0, 1) for r in recs])
         xb = ((xb.float() / 255 - mean) / std).to(dev)
-        with torch.no_grad(): dec = decode_preds(*model(xb), anchors.to(dev), grid_size, score_thresh, iou_thresh, max_det)
+        with torch.no_grad(): dec = detect(*model(xb), anchors.to(dev), grid_size, score_thresh, iou_thresh, max_det)
         out += preds_to_dets(dec, recs, classes)
     return out
 
-def evaluate(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32, progress:bool=True)->dict:
-    "VOC (07 11-point and all-point) and COCO metrics of `model` on `records`, with its detections."
-    dets = predict_records(model, records, classes, anchors, grid_size, size, bs, progress=progress)
+def evaluate(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32, progress:bool=True,
+             detect=decode_preds)->dict:
+    "VOC (07 11-point and all-point) and COCO metrics of `model` on `records`, with its detections (read out by `detect`)."
+    dets = predict_records(model, records, classes, anchors, grid_size, size, bs, progress=progress, detect=detect)
     return dict(voc07=voc_map(records, dets, classes=classes), voc=voc_map(records, dets, use_07=False, classes=classes),
                 coco=coco_map(records, dets, classes=classes), dets=dets, gts=records)
 

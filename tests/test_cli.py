@@ -43,7 +43,7 @@ def _tiny(n_train=32, n_valid=8):
 
 def test_bf16_training_autocasts_and_leaves_float32_weights():
     import torch
-    from ssd_tutorial.cli import train_detector, BF16Training
+    from ssd_tutorial.train import train_detector, BF16Training
     train, valid, classes = _tiny()
     seen = {}
     import fastai.learner
@@ -65,18 +65,17 @@ def test_bf16_loss_close_to_float32():
     import torch, copy
     from fastai.vision.all import Learner
     from ssd_tutorial.data import get_dls
-    from ssd_tutorial.cli import STAGES, LOSSES, BF16Training
-    from ssd_tutorial.grid4x4 import SSDLoss
+    from ssd_tutorial.train import STAGES, BF16Training, make_loss, stage_priors
     train, valid, classes = _tiny()
     dls = get_dls(train, valid, classes, size=128, bs=8)
     st = STAGES['multigrid']
     torch.manual_seed(0); m = st['model'](len(classes), backbone='resnet18', size=128)
-    loss = lambda model, cbs: Learner(dls, model, loss_func=SSDLoss(st['anchors'](), st['grid_size'](), conf_loss=LOSSES['focal'](len(classes))), cbs=cbs).validate()[0]
+    loss = lambda model, cbs: Learner(dls, model, loss_func=make_loss('focal', len(classes), *stage_priors('multigrid', m, 128)), cbs=cbs).validate()[0]
     l32, l16 = loss(copy.deepcopy(m), []), loss(copy.deepcopy(m), [BF16Training()])
     assert l16 != l32 and abs(l16 - l32) / l32 < .02, (l16, l32)
 
 def test_bf16_native_is_a_bool():
     import torch
-    from ssd_tutorial.cli import bf16_native
+    from ssd_tutorial.train import bf16_native
     assert isinstance(bf16_native('cpu'), bool)
     if not torch.cuda.is_available(): assert bf16_native('cuda') is False

@@ -6,7 +6,8 @@ from ssd_tutorial.grid4x4 import SSDLoss, bce_conf_loss, grid_anchors, grid_mode
 from ssd_tutorial.multigrid import multi_anchors, multi_grid_sizes, multi_model
 from ssd_tutorial.focal import FocalLoss
 from ssd_tutorial import cli
-from ssd_tutorial.cli import main, train_detector, NonFiniteLoss, LOSSES
+from ssd_tutorial.cli import main
+from ssd_tutorial.train import train_detector, NonFiniteLoss, LOSSES
 
 @pytest.fixture(scope='module')
 def shapes():
@@ -49,7 +50,7 @@ def test_training_on_images_without_objects_at_bs_1(shapes):
 
 def test_multigrid_at_batch_size_1_is_a_clear_error(shapes, tmp_path, capsys):
     assert main(args(shapes, tmp_path, '--stage', 'multigrid', '--bs', '1')) == 1
-    assert err_lines(capsys) == ['ssd-tutorial train: error: the multigrid model needs a batch size of at least 2 to train (batch norm on its 1x1 grid), got 1']
+    assert err_lines(capsys) == ['ssd-tutorial train: error: the multigrid model needs a batch size of at least 2 to train (batch norm on a 1x1 map), got 1']
 
 # --- output folders and the checkpoint ---------------------------------------------------------------------------
 
