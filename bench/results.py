@@ -7,7 +7,8 @@ multigrid, 300 px for ssd, whose loss can also be multibox); several seeds show 
 Metrics on the 160 validation images: VOC07 mAP@0.5 (11-point) and COCO AP@[.5:.95].
 Usage: python bench/results.py [--seeds 0 1 2] [--epochs 2] [--n-train 10240] [--lr 1e-3] [--fp32] [--configs grid4x4:bce multigrid:bce multigrid:focal ssd:bce ssd:focal ssd:multibox]
 On a 2-core CPU with AVX512-BF16 a 128 px run takes about 5.5 minutes, an ssd run (300 px) about 45: run the ssd
-configs on a GPU."""
+configs on a GPU. The rows go into bench/results.md: a row replaces the one of the same stage, input and loss, the
+others stay, as long as the file was written with the same settings (else it starts again)."""
 import argparse, time, numpy as np, torch
 from pathlib import Path
 from ssd_tutorial.all import *
@@ -36,20 +37,32 @@ def main():
     bf16 = not a.fp32 and bf16_native('cuda' if torch.cuda.is_available() else 'cpu')
     path = get_shapes(a.n_train, 160, size=128, difficulty='easy')
     train, valid = read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES)
+    machine = torch.cuda.get_device_name() if torch.cuda.is_available() else f'{torch.get_num_threads()}-thread CPU'
+    machine += f', torch {torch.__version__.split("+")[0]}'
+    settings = (f'Easy shapes, {a.n_train} training / 160 validation images drawn at 128 px and read at the stage\'s input size, ResNet18 from '
+                f'random weights, {a.epochs} epochs at lr {a.lr:g}, {"bfloat16 mixed precision" if bf16 else "float32"}, seeds {", ".join(map(str, a.seeds))}.')
     rows = []
     for cfg in a.configs:
         stage, loss = cfg.split(':')
         rs = [run(stage, loss, s, a.epochs, a.lr, train, valid, a.drop, bf16) for s in a.seeds]
         for s, r in zip(a.seeds, rs): print(f'{stage} {loss} seed {s}: mAP@0.5 {r["map50"]:.3f}, COCO AP {r["ap"]:.3f}, {r["secs"]:.0f}s', flush=True)
         m = lambda k: f'{np.mean([r[k] for r in rs]):.3f} ± {np.std([r[k] for r in rs]):.3f}'
-        rows.append(f"| {stage} | {STAGES[stage]['size']} px | {loss} | {m('map50')} | {m('ap50')} | {m('ap')} | {np.mean([r['secs'] for r in rs]):.0f} s | "
+        rows.append(f"| {stage} | {STAGES[stage]['size']} px | {loss} | {m('map50')} | {m('ap50')} | {m('ap')} | {np.mean([r['secs'] for r in rs]):.0f} s | {machine} | "
                     f"`ssd-tutorial train --stage {stage} --loss {loss} --n-train {a.n_train} --epochs {a.epochs} --lr {a.lr:g}" + (f' --drop {a.drop}' if stage == 'multigrid' else '') + (' --bf16' if bf16 else '') + '` |')
-    cpu = f'{torch.get_num_threads()}-thread CPU' if not torch.cuda.is_available() else torch.cuda.get_device_name()
-    text = '\n'.join([
-        f'Easy shapes, {a.n_train} training / 160 validation images drawn at 128 px and read at the stage\'s input size, ResNet18 from random weights, {a.epochs} epochs at lr {a.lr:g}, {"bfloat16 mixed precision" if bf16 else "float32"}; '
-        f'mean ± std over seeds {", ".join(map(str, a.seeds))} (written by `python bench/results.py` on a {cpu}, torch {torch.__version__}).', '',
-        '| stage | input | class loss | VOC07 mAP@0.5 | COCO AP50 | COCO AP@[.5:.95] | training time | command |',
-        '|---|---|---|---|---|---|---|---|', *rows, ''])
+    text = merge(Path(a.out), settings, rows)
     Path(a.out).write_text(text); print(text)
+
+HEAD = ['| stage | input | class loss | VOC07 mAP@0.5 | COCO AP50 | COCO AP@[.5:.95] | training time | machine | command |',
+        '|---|---|---|---|---|---|---|---|---|']
+
+def merge(out:Path, settings:str, rows:list)->str:
+    "The table of `out` with `rows` in it: a row replaces the one of the same stage, input and loss if `out` was written with the same settings."
+    keep = {}
+    if out.exists() and out.read_text().startswith(settings):
+        for l in out.read_text().splitlines():
+            if l.startswith('| ') and not l.startswith(HEAD[0]): keep[tuple(c.strip() for c in l.split('|')[1:4])] = l
+    for r in rows: keep[tuple(c.strip() for c in r.split('|')[1:4])] = r
+    return '\n'.join([settings + ' Mean ± std over the seeds; each row\'s machine and command are given (written by `python bench/results.py`).', '',
+                      *HEAD, *keep.values(), ''])
 
 if __name__ == '__main__': main()
