@@ -20,7 +20,8 @@ from .train import *
 
 
 # %% auto #0
-__all__ = ['DEMO', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main']
+__all__ = ['DEMO', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main', 'cmd_predict',
+           'cmd_export']
 
 # %% ../nbs/90_cli.ipynb #95b4a1f7
 def cmd_data(args):
@@ -158,6 +159,8 @@ def _data_args(p):
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
     p.add_argument('--no-check', dest='check', action='store_false', help='do not decode every image before starting (faster start, later errors)')
 
+_COMMANDS = []  # functions that add the sub-parsers of later sections (predict, export) to `get_parser`'s
+
 def get_parser()->argparse.ArgumentParser:
     "The `ssd-tutorial` argument parser."
     p = argparse.ArgumentParser(prog='ssd-tutorial', description='Build, train and run the SSD detector of the ssd_tutorial course.')
@@ -198,6 +201,7 @@ def get_parser()->argparse.ArgumentParser:
     e.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
     e.add_argument('--out', default='ssd_out', help='folder for detections.json, metrics.json, pr_curves.png (default ssd_out)')
     e.set_defaults(func=cmd_evaluate)
+    for add in _COMMANDS: add(sub)
     return p
 
 def main(argv=None)->int:
@@ -212,3 +216,95 @@ def main(argv=None)->int:
             if os.environ.get('SSD_TUTORIAL_DEBUG'): raise   # the full traceback, for bug reports
             say('error', e if isinstance(e, (ValueError, OSError, NonFiniteLoss, RuntimeError)) else f'{type(e).__name__}: {e}')
             return 1
+
+# %% ../nbs/90_cli.ipynb #c9d199be
+from fastprogress.fastprogress import progress_bar
+from .inference import *
+
+def _unique_name(fn:Path, seen:set)->str:
+    "`fn`'s stem, with `_2`, `_3`... when an earlier image took it (`a/x.jpg` and `b/x.png`)."
+    name, k = fn.stem, 1
+    while name in seen: k += 1; name = f'{fn.stem}_{k}'
+    seen.add(name)
+    return name
+
+def _summary(fn:Path, d:dict)->str:
+    "One line: the image, its size, and its detections (the first five)."
+    n, top = len(d['labels']), ', '.join(f'{l} {s:.2f}' for l, s in zip(d['labels'][:5], d['scores'][:5].tolist()))
+    return f"{fn.name} ({d['size'][0]}x{d['size'][1]}): " + (f"{n} detection{'s' * (n != 1)}: {top}{' ...' * (n > 5)}" if n else 'no detections')
+
+def _coco_results(i:int, fn:Path, d:dict, classes:list)->list:
+    "COCO results entries (`bbox` as x, y, w, h in pixels) of image number `i`, with its file and class names."
+    return [dict(image_id=i, file_name=str(fn), category_id=classes.index(l) + 1, category_name=l,
+                 bbox=[round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)], score=round(s, 4))
+            for b, s, l in zip(d['boxes'].tolist(), d['scores'].tolist(), d['labels'])]
+
+def cmd_predict(args):
+    "Run a checkpoint on image files and folders: each image with its boxes drawn, one detections.json, a line per image."
+    t0 = time.time()
+    out = prepare_out(args.out)
+    files, skipped = image_files(args.images)
+    if skipped: print(f"skipped {len(skipped)} {'file that is not an image' if len(skipped) == 1 else 'files that are not images'}: " + ', '.join(f.name for f in skipped[:5]) + ' ...' * (len(skipped) > 5))
+    if not files: raise ValueError(f"no image files in {', '.join(args.images)}")
+    det = Detector.from_checkpoint(args.ckpt, score_thresh=args.score_thresh, bs=args.bs)
+    cfg = det.config
+    print(f"predicting with {args.ckpt} ({cfg['stage']}, {cfg['size']}px, classes {cfg['classes']}) on {len(files)} image{'s' * (len(files) != 1)}, "
+          f"score above {args.score_thresh}, on {det.device}{' in bfloat16' if det.bf16 else ''}")
+    results, lines, errors, seen = [], [], [], set()
+    for i, (fn, im, d) in enumerate(progress_bar(det.iter_files(files), total=len(files), leave=False), 1):
+        if im is None: errors.append(str(d)); lines.append(f'{fn.name}: cannot be read'); continue
+        draw_detections(im, d, det.classes).save(out / f'{_unique_name(fn, seen)}.png', compress_level=1)
+        results += _coco_results(i, fn, d, det.classes)
+        lines.append(_summary(fn, d))
+    print('\n'.join(lines))
+    (out / 'detections.json').write_text(json.dumps(results))
+    print(f"pictures: {out}/<name>.png\ndetections (COCO results format, plus file_name and category_name; image ids count the images from 1): "
+          f"{out / 'detections.json'} [{time.time() - t0:.0f}s]")
+    if errors: raise ImageError(f'{len(errors)} of {len(files)} images could not be read (the others are done): ' + '; '.join(errors[:5]))
+    return 0
+
+def _score(s):
+    try: v = float(s)
+    except ValueError: v = float('nan')
+    if not 0 <= v < 1: raise argparse.ArgumentTypeError(f'must be a number in [0, 1), got {s}')
+    return v
+
+def _predict_parser(sub):
+    p = sub.add_parser('predict', help='run a checkpoint on your own images: pictures with boxes, detections.json, a line per image')
+    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
+    p.add_argument('images', nargs='+', metavar='IMAGE_OR_FOLDER', help='image files, and folders of images (not searched recursively)')
+    p.add_argument('--out', default='ssd_out/predict', help='folder for <name>.png per image and detections.json (default ssd_out/predict)')
+    p.add_argument('--score-thresh', type=_score, default=.3, help='keep detections scored above this (default 0.3)')
+    p.add_argument('--bs', type=_positive, default=16, help='images per batch (default 16)')
+    p.set_defaults(func=cmd_predict)
+
+_COMMANDS.append(_predict_parser)  # `ssd-tutorial predict` joins the parser
+
+# %% ../nbs/90_cli.ipynb #c9a01052
+def cmd_export(args):
+    "Write a checkpoint's network as ONNX or TorchScript (normalised batch in, raw `(clas, bbox)` out) and a JSON of its settings."
+    t0 = time.time()
+    out = prepare_out(args.out)
+    model, cfg = load_checkpoint(args.ckpt, 'cpu')
+    sz, A = cfg['size'], len(stage_priors(cfg['stage'], model, cfg['size'])[0])
+    path = export_model(model, sz, out / (Path(args.ckpt).with_suffix('').name + EXPORT_FORMATS[args.format]), args.format)
+    from fastai.vision.all import imagenet_stats
+    meta = dict(checkpoint=cfg, format=args.format, input=dict(name='images', shape=['batch', 3, sz, sz], dtype='float32',
+                preprocessing=f'RGB image squished to {sz}x{sz} (bilinear), divided by 255, minus mean, over std', mean=imagenet_stats[0], std=imagenet_stats[1]),
+                outputs=[dict(name='clas', shape=['batch', A, len(cfg['classes']) + 1], what='class logits, background first'),
+                         dict(name='bbox', shape=['batch', A, 4], what='box activations')],
+                postprocessing=f"not in the model: ssd_tutorial.inference.Detector.postprocess ({cfg['stage']}, {cfg.get('loss', 'bce')} read-out)")
+    (meta_path := path.with_name(path.name + '.json')).write_text(json.dumps(meta, indent=1))
+    print(f"{args.format}: {path} [{time.time() - t0:.0f}s]\ninput 'images': float32 [batch, 3, {sz}, {sz}], {meta['input']['preprocessing']} "
+          f"(ImageNet mean {imagenet_stats[0]}, std {imagenet_stats[1]})\noutputs 'clas' [batch, {A}, {len(cfg['classes']) + 1}] (class logits, background first), "
+          f"'bbox' [batch, {A}, 4] (box activations)\nnot included: decoding and NMS, which stay in Python (Detector.postprocess)\nsettings: {meta_path}")
+    return 0
+
+def _export_parser(sub):
+    p = sub.add_parser('export', help='write the network of a checkpoint as ONNX or TorchScript (post-processing stays in Python)')
+    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
+    p.add_argument('--format', choices=list(EXPORT_FORMATS), default='onnx', help='onnx (needs the onnx package) or torchscript (default onnx)')
+    p.add_argument('--out', default='ssd_out', help='folder for the exported model and its settings JSON (default ssd_out)')
+    p.set_defaults(func=cmd_export)
+
+_COMMANDS.append(_export_parser)  # `ssd-tutorial export` joins the parser

@@ -590,7 +590,7 @@ def get_dls(train:list, # training `Record`s
             classes=None, # class names (index 0 `#na#` is added); default: sorted names in `train`
             size:int=224, # images are squished to `size` x `size`
             bs:int=32, # batch size
-            aug:bool=False, # random flips and lighting changes on the training set
+            aug:bool|str=False, # training set only: `True` random flips and lighting changes; 'ssd' the SSD paper's augmentation (`augment.ssd_tfms`)
             num_workers:int=0, # DataLoader worker processes
             seed:int|None=0, # seeds Python, numpy and torch (training shuffle, augmentation); `None` leaves them
             **kwargs # passed to `DataBlock.dataloaders`
@@ -599,11 +599,14 @@ def get_dls(train:list, # training `Record`s
     classes = list(classes) if classes is not None else sorted({l for r in train for l in r.labels})
     if not train: raise DataError('get_dls: the training set is empty')
     if not valid: raise DataError('get_dls: the validation set is empty')
-    tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2, p_affine=.5)] if aug else []
+    if aug not in (False, None, True, 'ssd'): raise ValueError(f"get_dls: aug must be False, True or 'ssd', got {aug!r}")
+    tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2, p_affine=.5)] if aug is True else []
+    if aug == 'ssd': from ssd_tutorial.augment import ssd_tfms  # imported here: `augment` imports this module
+    item_aug = ssd_tfms() if aug == 'ssd' else []  # on the pixels, before `PointScaler` and `Resize` (order 1)
     dblock = DataBlock(blocks=(ImageBlock(cls=CheckedPILImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
                        get_x=lambda r: r.fname, get_y=[lambda r: r.boxes[~r.crowd].tolist(), lambda r: [l for l, c in zip(r.labels, r.crowd.tolist()) if not c]],
                        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
-                       item_tfms=[LongLabels(), Resize(size, method='squish')], batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
+                       item_tfms=[LongLabels(), *item_aug, Resize(size, method='squish')], batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
     if seed is not None: set_seed(seed)  # fastai's shuffles draw from Python's `random`
     return dblock.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, **kwargs)
 

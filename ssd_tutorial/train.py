@@ -115,7 +115,8 @@ def train_detector(train:list, valid:list, # `Record`s
                    pretrained:bool=False, seed:int=0,
                    loss:str='bce', # a key of `LOSSES`: 'bce', 'focal' or 'multibox'
                    model_kw:dict|None=None, # more arguments of the stage's model (multigrid: `drop`)
-                   bf16:bool=False # bfloat16 mixed precision (`BF16Training`)
+                   bf16:bool=False, # bfloat16 mixed precision (`BF16Training`)
+                   aug:bool|str=False # training-set augmentation, `get_dls`'s: True fastai's flips and lighting, 'ssd' the paper's (08_augment)
                   )->Learner:
     "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`)."
     if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
@@ -127,7 +128,7 @@ def train_detector(train:list, valid:list, # `Record`s
         bs = len(train)
     if bs < st['min_bs']: raise ValueError(f"the {stage} model needs a batch size of at least {st['min_bs']} to train (batch norm on a 1x1 map), got {bs}")
     set_seed(seed)
-    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed)
+    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug)
     model = st['model'](len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     anchors, gs = stage_priors(stage, model, size)
     learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))

@@ -72,3 +72,11 @@ def test_cli_refuses_vgg16_outside_ssd_before_reading_data(tmp_path, capsys):
     assert main(['train', '--stage', 'grid4x4', '--backbone', 'vgg16', '--data', str(tmp_path / 'nope'), '--out', str(tmp_path / 'o')]) == 1
     err = capsys.readouterr().err
     assert "backbone must be 'resnet18' or 'resnet34', got 'vgg16'" in err and 'nope' not in err
+
+@pytest.mark.cuda
+def test_train_detector_ssd_on_cuda_in_bf16(shapes):
+    _, train, valid = shapes
+    learn = train_detector(train, valid, SHAPES, 'ssd', bs=8, epochs=1, lr=1e-3, loss='multibox', bf16=True)
+    assert next(learn.model.parameters()).is_cuda and torch.isfinite(torch.tensor(learn.recorder.values[-1][:2])).all()
+    res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.grid_size, 300, progress=False, detect=learn.detect)
+    assert 0 <= res['coco']['AP'] <= 1

@@ -1,0 +1,110 @@
+"""Speed of the whole prediction path on a folder of JPEGs, split into decode+resize / model / post-processing.
+
+Rows: the best shapes model (multigrid, 128 px) and SSD300-VGG16 (300 px), each at bs 1 and 16, through
+`Detector` (float32, and bfloat16 where the CPU has it natively), and torchvision's `ssd300_vgg16` with the same
+weights (`load_torchvision_ssd`) running its own transform and post-processing (`GeneralizedRCNNTransform`,
+`postprocess_detections`) on the same decoded images. The SSD300 read-outs are set alike: score above 0.01, top 400
+per class, NMS at 0.45, 200 detections per image (torchvision's defaults). The weights are random unless
+`--ckpt` names a shapes checkpoint for the first model (random weights give a different number of NMS candidates
+than trained ones; the 0.01 threshold keeps the post-processing busy either way).
+
+The images are `--n` JPEGs of 640x480 (crops of scikit-image's sample photos when it is installed, else noise),
+written to a temporary folder. Every row reads them from disk. One pass per row, after a warm-up batch; the machine
+may be shared, so compare rows of the same run (on a busy machine, `OMP_NUM_THREADS=1` gives steadier numbers than
+two threads fighting over the cores). CPU only. About 100 s with --n 16 on one thread of a busy 2-core CPU.
+Usage: python bench/predict.py [--n 32] [--ckpt PATH]"""
+import argparse, tempfile, time, torch, numpy as np
+from pathlib import Path
+from PIL import Image
+from torchvision.models.detection import ssd300_vgg16
+import torchvision.transforms.functional as TF
+from ssd_tutorial.data import SHAPES, load_image
+from ssd_tutorial.multigrid import multi_model
+from ssd_tutorial.ssd300 import ssd_model, load_torchvision_ssd
+from ssd_tutorial.train import stage_priors, stage_detect, bf16_native
+from ssd_tutorial.inference import Detector, to_batch, _pmap
+
+def make_jpegs(folder:Path, n:int)->list:
+    "`n` 640x480 JPEGs (quality 90): random crops of scikit-image's sample photos, or smooth noise without it."
+    rng = np.random.default_rng(0)
+    try:
+        from skimage import data as skd
+        photos = [skd.astronaut(), skd.coffee(), skd.chelsea(), skd.rocket()]
+    except ImportError: photos = [np.asarray(Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((800, 600), Image.BICUBIC))]
+    fns = []
+    for i in range(n):
+        a = photos[i % len(photos)]
+        h, w = a.shape[:2]; s = rng.uniform(.6, 1)
+        ch, cw = int(h * s), int(w * s); y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        fns.append(folder / f'{i:03d}.jpg')
+        Image.fromarray(a[y:y + ch, x:x + cw]).resize((640, 480), Image.BICUBIC).save(fns[-1], quality=90)
+    return fns
+
+def time_detector(det:Detector, fns:list, bs:int)->dict:
+    "Seconds spent in decode+resize, the network and the read-out, over all of `fns`, `bs` at a time (after a warm-up batch)."
+    det.bs = bs
+    det.postprocess(*det.forward(to_batch(_pmap(load_image, fns[:bs]), det.size)), [(640, 480)] * bs)
+    t = dict(read=0., model=0., post=0.)
+    for i in range(0, len(fns), bs):
+        t0 = time.perf_counter(); ims = _pmap(load_image, fns[i:i + bs]); xb = to_batch(ims, det.size)   # as `Detector` reads
+        t1 = time.perf_counter(); out = det.forward(xb)
+        t2 = time.perf_counter(); det.postprocess(*out, [im.size for im in ims])
+        t3 = time.perf_counter()
+        t['read'] += t1 - t0; t['model'] += t2 - t1; t['post'] += t3 - t2
+    return t
+
+def time_torchvision(tv, fns:list, bs:int)->dict:
+    "The same split for torchvision's SSD: decode (PIL, `to_tensor`), its transform + network + post-processing."
+    def run(ims):
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            orig = [im.shape[-2:] for im in ims]
+            images, _ = tv.transform(ims)
+            t1 = time.perf_counter()
+            feats = list(tv.backbone(images.tensors).values())
+            head = tv.head(feats)
+            t2 = time.perf_counter()
+            anchors = tv.anchor_generator(images, feats)
+            dets = tv.transform.postprocess(tv.postprocess_detections(head, anchors, images.image_sizes), images.image_sizes, orig)
+            t3 = time.perf_counter()
+        return t1 - t0, t2 - t1, t3 - t2
+    run([TF.to_tensor(load_image(f)) for f in fns[:bs]])
+    t = dict(read=0., model=0., post=0.)
+    for i in range(0, len(fns), bs):
+        t0 = time.perf_counter(); ims = [TF.to_tensor(load_image(f)) for f in fns[i:i + bs]]; t['read'] += time.perf_counter() - t0
+        a, b, c = run(ims); t['read'] += a; t['model'] += b; t['post'] += c
+    return t
+
+def row(name:str, t:dict, n:int):
+    tot = sum(t.values())
+    print(f"| {name} | {n / tot:.1f} | {t['read'] / tot:.0%} | {t['model'] / tot:.0%} | {t['post'] / tot:.0%} | {(t['read'] + t['post']) / tot:.0%} |", flush=True)
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--n', type=int, default=32, help='images (default 32)')
+    p.add_argument('--ckpt', default=None, help='a shapes checkpoint to time instead of a random multigrid model')
+    a = p.parse_args()
+    torch.manual_seed(0)
+    bf16 = bf16_native('cpu')
+    with tempfile.TemporaryDirectory() as d:
+        fns = make_jpegs(Path(d), a.n)
+        print(f'{a.n} JPEGs of 640x480 on the CPU ({torch.get_num_threads()} threads), bfloat16 native: {bf16}\n')
+        print('| path | images/s | decode+resize | model | post-processing | pre+post |\n|---|---|---|---|---|---|')
+        for prec in ([False, True] if bf16 else [False]):
+            if a.ckpt: shapes = Detector.from_checkpoint(a.ckpt, device='cpu', score_thresh=.05, bf16=prec)
+            else:
+                m = multi_model(len(SHAPES), backbone='resnet18', size=128, drop=.1)
+                shapes = Detector(m, SHAPES, 128, *stage_priors('multigrid', m, 128), stage_detect('bce'), device='cpu', score_thresh=.05, bf16=prec)
+            for bs in (1, 16): row(f"shapes {shapes.config.get('stage', 'multigrid')} 128 px, {'bf16' if prec else 'fp32'}, bs {bs}", time_detector(shapes, fns, bs), a.n)
+        tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).eval()
+        ours = load_torchvision_ssd(ssd_model(20, backbone='vgg16'), tv)
+        det = Detector(ours, [f'c{i}' for i in range(20)], 300, *stage_priors('ssd', ours, 300), stage_detect('multibox'), device='cpu',
+                       score_thresh=.01, iou_thresh=.45, max_det=200, bf16=False)
+        for bs in (1, 16):
+            row(f'SSD300-VGG16 Detector, fp32, bs {bs}', time_detector(det, fns, bs), a.n)
+            row(f'SSD300-VGG16 torchvision, fp32, bs {bs}', time_torchvision(tv, fns, bs), a.n)
+        if bf16:
+            det = Detector(ours, det.classes, 300, det.anchors, det.grid_size, det.detect, device='cpu', score_thresh=.01, max_det=200, bf16=True)
+            for bs in (1, 16): row(f'SSD300-VGG16 Detector, bf16, bs {bs}', time_detector(det, fns, bs), a.n)
+
+if __name__ == '__main__': main()
