@@ -356,6 +356,13 @@ def _to_8bit(im:Image.Image)->Image.Image:
     else: a = (a - lo) / max(hi - lo, 1e-12) * 255  # any other range: stretched to 0..255
     return Image.fromarray(a.round().astype(np.uint8))
 
+def _rgb8(im:Image.Image)->Image.Image:
+    "8-bit RGB of a loaded PIL image: 16-bit, 32-bit and float scaled (`_to_8bit`), transparency composited over white."
+    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
+    if im.mode in ('P', 'L', 'RGB') and 'transparency' in im.info: im = im.convert('RGBA')
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
+    return im.convert('RGB')
+
 def _load(fn, draft:bool=False)->Image.Image:
     "`load_image`; with `draft`, a JPEG is decoded at 1/8 scale (every byte is still read, so truncation is caught)."
     try:
@@ -363,11 +370,7 @@ def _load(fn, draft:bool=False)->Image.Image:
             o = _orientation(im)
             if draft and im.format == 'JPEG': im.draft(None, (1, 1))
             im.load()
-            if o != 1: im = im.transpose(_TURN[o])
-            if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
-            if im.mode in ('P', 'L', 'RGB') and 'transparency' in im.info: im = im.convert('RGBA')
-            if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
-            return im.convert('RGB')
+            return _rgb8(im.transpose(_TURN[o]) if o != 1 else im)
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 

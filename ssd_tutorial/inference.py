@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from .boxes import *
 from .data import *
-from .data import _TURN, _orientation, _to_8bit
+from .data import _TURN, _orientation, _rgb8
 from .grid4x4 import *
 from .grid4x4 import _atomic_write
 from .multigrid import *
@@ -27,13 +27,6 @@ __all__ = ['IMAGE_EXTS', 'EXPORT_FORMATS', 'as_rgb', 'to_batch', 'normalize_batc
            'draw_detections', 'image_files', 'export_model', 'load_exported']
 
 # %% ../nbs/09_inference.ipynb #bc6b06de
-def _rgb(im:Image.Image)->Image.Image:
-    "8-bit RGB of an open PIL image, as `load_image` makes it: 16-bit and float scaled, transparency over white."
-    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
-    if im.mode in ('P', 'L', 'RGB') and 'transparency' in im.info: im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
-    return im.convert('RGB')
-
 def _array_rgb(a:np.ndarray)->Image.Image:
     "8-bit RGB of an `[H,W]`, `[H,W,1]`, `[H,W,3]` or `[H,W,4]` array."
     if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
@@ -48,14 +41,14 @@ def _array_rgb(a:np.ndarray)->Image.Image:
         elif np.issubdtype(a.dtype, np.floating) and lo >= 0 and hi <= 1: f = f * 255
         elif lo < 0 or hi > 255: f = (f - lo) / max(hi - lo, 1e-12) * 255          # any other range: stretched
         a = f.round().astype(np.uint8)
-    return _rgb(Image.fromarray(np.ascontiguousarray(a)))
+    return _rgb8(Image.fromarray(np.ascontiguousarray(a)))
 
 def as_rgb(img)->Image.Image:
     "`img` (a file path, a PIL image, or an array `[H,W]`/`[H,W,3|4]`) as the 8-bit RGB image a viewer shows."
     if isinstance(img, (str, os.PathLike)): return load_image(img)
     if isinstance(img, Image.Image):
         o = _orientation(img) if img.format else 1   # only an image read from a file is turned: `load_image`'s output
-        return _rgb(img.transpose(_TURN[o]) if o != 1 else img)   # is upright but keeps the file's EXIF tag
+        return _rgb8(img.transpose(_TURN[o]) if o != 1 else img)   # is upright but keeps the file's EXIF tag
     if isinstance(img, Tensor): img = img.detach().cpu().numpy()
     if isinstance(img, np.ndarray): return _array_rgb(img)
     raise TypeError(f'cannot read an image from a {type(img).__name__}: give a file path, a PIL image or a numpy array')
