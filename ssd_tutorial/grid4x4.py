@@ -153,8 +153,10 @@ class SSDLoss:
     def __init__(self, anchors:Tensor, # `[A, 4]` cthw, relative units
                  grid_size, # a float, or `[A, 1]` per-anchor cell sizes
                  thresh:float=.4, # matching threshold
-                 conf_loss=bce_conf_loss): # `conf_loss(logits, gt_clas)`; default BCE
+                 conf_loss=bce_conf_loss, # `conf_loss(logits, gt_clas)`; default BCE
+                 per_positive:bool=False): # divide the class loss by the batch's positives (times the batch size)
         self.anchors, self.grid_size, self.thresh, self.conf_loss = anchors, grid_size, thresh, conf_loss
+        self.per_positive = per_positive
     def _to(self, d):
         if self.anchors.device != d:
             self.anchors = self.anchors.to(d)
@@ -176,7 +178,9 @@ class SSDLoss:
         clas = clas.float()
         # on a CPU, groups of images of about 1M logits stay in cache: ~3x faster than one pass at 8732 anchors
         step = len(clas) if clas.device.type != 'cpu' else max(1, 2**20 // (clas.shape[1] * clas.shape[2]))
-        return loc, sum(self.conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
+        conf = sum(self.conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
+        if self.per_positive: conf = conf * len(clas) / pos.sum().clamp(min=1)   # 07a_train: the SSD300 setting
+        return loc, conf
     def __call__(self, preds, bboxes, labels)->Tensor:
         loc, conf = self.parts(preds, bboxes, labels)
         return loc + conf

@@ -28,9 +28,10 @@ def _ssd_priors(model, size:int)->tuple:
 
 # min_bs: batch norm on a 1x1 map needs two images per batch to train (the multi-grid head's 1x1 grid, the
 # extra layers of SSD's ResNet bodies; SSD's VGG16 has no batch norm but is held to the same rule)
-STAGES = {'grid4x4':   dict(model=grid_model,  size=128, min_bs=1, priors=lambda model, size: (grid_anchors(4), .25)),
-          'multigrid': dict(model=multi_model, size=128, min_bs=2, priors=lambda model, size: (multi_anchors(), multi_grid_sizes())),
-          'ssd':       dict(model=ssd_model,   size=300, min_bs=2, priors=_ssd_priors)}
+# per_positive: the sigmoid class losses divided by the number of positives, as MultiBoxLoss is (see below)
+STAGES = {'grid4x4':   dict(model=grid_model,  size=128, min_bs=1, per_positive=False, priors=lambda model, size: (grid_anchors(4), .25)),
+          'multigrid': dict(model=multi_model, size=128, min_bs=2, per_positive=False, priors=lambda model, size: (multi_anchors(), multi_grid_sizes())),
+          'ssd':       dict(model=ssd_model,   size=300, min_bs=2, per_positive=True,  priors=_ssd_priors)}
 
 def stage_priors(stage:str, # a key of `STAGES`
                  model, # that stage's model
@@ -44,11 +45,13 @@ LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class 
           'multibox': None}                                              # the whole loss is `MultiBoxLoss` (softmax)
 
 def make_loss(loss:str, # a key of `LOSSES`
-              n_classes:int, anchors:Tensor, grid_size):
+              n_classes:int, anchors:Tensor, grid_size,
+              per_positive:bool=False # `SSDLoss`'s: the sigmoid class loss divided by the positives of the batch
+             ):
     "The loss function named `loss` for a model with `n_classes` classes on these default boxes."
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
     if loss == 'multibox': return MultiBoxLoss(anchors)
-    return SSDLoss(anchors, grid_size, conf_loss=LOSSES[loss](n_classes))
+    return SSDLoss(anchors, grid_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
 
 def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, grid_size=None, score_thresh:float=.05, iou_thresh:float=.45,
                    max_det:int=100)->list:
@@ -131,7 +134,7 @@ def train_detector(train:list, valid:list, # `Record`s
     dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug)
     model = st['model'](len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     anchors, gs = stage_priors(stage, model, size)
-    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
+    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, st['per_positive']), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.anchors, learn.grid_size, learn.detect = anchors, gs, stage_detect(loss)
     learn.fit_one_cycle(epochs, lr)
     if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)

@@ -2,7 +2,7 @@ import torch, torch.nn.functional as F, pytest
 from ssd_tutorial.boxes import *
 from ssd_tutorial.grid4x4 import *
 
-def loop_1(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):
+def loop_1(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4, parts=False):
     "Reference: the per-image loss of the walkthrough, written plainly (one-hot BCE, per-object loop for ties)."
     keep = (bbox[:, 2] - bbox[:, 0]) > 0
     bbox, clas = (bbox[keep] + 1) / 2, clas[keep]
@@ -17,7 +17,7 @@ def loop_1(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):
         gt_clas[pos] = clas[gt_idx[pos]]
         loc = (actn_to_bb(b_bb, anchors, grid_size)[pos] - bbox[gt_idx][pos]).abs().mean()
     conf = F.binary_cross_entropy_with_logits(b_c[:, 1:], F.one_hot(gt_clas, C + 1)[:, 1:].float(), reduction='sum') / C
-    return loc + conf
+    return (loc, conf, int((gt_clas > 0).sum())) if parts else loc + conf
 
 def targets(bs, M, seed):
     g = torch.Generator().manual_seed(seed)
@@ -102,6 +102,24 @@ def test_batched_loss_equals_loop(seed, n_anchors):
     assert torch.allclose(ours, ref, rtol=1e-5)
     gr = torch.autograd.grad(ref, (c1, b1)); go = torch.autograd.grad(ours, (c1, b1))
     for a, b in zip(gr, go): assert torch.allclose(a, b, atol=1e-5)
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_per_positive_divides_the_class_loss_by_the_batch_positives(seed):
+    g = torch.Generator().manual_seed(seed)
+    anc = torch.cat([torch.rand(300, 2, generator=g), torch.rand(300, 2, generator=g) * .5 + .05], 1); gs = anc[:, 2:3]
+    bb, lb = targets(6, 5, seed)
+    c1 = torch.randn(6, 300, 6, generator=g, requires_grad=True); b1 = torch.randn(6, 300, 4, generator=g, requires_grad=True)
+    per = [loop_1(c, b, x, y, anc, gs, parts=True) for c, b, x, y in zip(c1, b1, bb, lb)]
+    n_pos = sum(p[2] for p in per)
+    assert n_pos > 6
+    ref = sum(p[0] for p in per) + sum(p[1] for p in per) * 6 / n_pos
+    ours = SSDLoss(anc, gs, per_positive=True)((c1, b1), bb, lb)
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    for a, b in zip(torch.autograd.grad(ref, (c1, b1)), torch.autograd.grad(ours, (c1, b1))): assert torch.allclose(a, b, atol=1e-6)
+    # a batch without objects: no division by zero, the class loss is the plain sum times the batch size
+    empty = torch.zeros(6, 2, 4), torch.zeros(6, 2, dtype=torch.long)
+    loc, conf = SSDLoss(anc, gs, per_positive=True).parts((c1, b1), *empty)
+    assert loc == 0 and torch.allclose(conf, SSDLoss(anc, gs).parts((c1, b1), *empty)[1] * 6)
 
 def test_empty_batch_gives_class_loss_only():
     anc = grid_anchors(4)

@@ -29,7 +29,9 @@ def test_make_loss_builds_each_loss_and_refuses_others():
     A, gs = stage_priors('grid4x4', None, 128)
     assert isinstance(make_loss('multibox', 5, A, gs), MultiBoxLoss)
     l = make_loss('focal', 5, A, gs)
-    assert isinstance(l, SSDLoss) and isinstance(l.conf_loss, FocalLoss)
+    assert isinstance(l, SSDLoss) and isinstance(l.conf_loss, FocalLoss) and not l.per_positive
+    assert make_loss('bce', 5, A, gs, per_positive=True).per_positive
+    assert [s for s, st in STAGES.items() if st['per_positive']] == ['ssd']   # stages 1 and 2 keep their loss
     with pytest.raises(ValueError, match="unknown loss 'softmax'.*multibox"): make_loss('softmax', 5, A, gs)
 
 def test_decode_softmax_is_decode_ssd_and_stage_detect_matches_the_loss():
