@@ -82,6 +82,8 @@ def _load_data(args)->tuple:
     return train, valid, classes
 
 # %% ../nbs/90_cli.ipynb #c1a0000a
+_AUG = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}   # --aug -> `get_dls(aug=)`
+
 def cmd_train(args):
     "Train a detector on shapes, a VOC folder or a COCO JSON file; the checkpoint is written before anything optional."
     matplotlib.use('Agg')
@@ -92,12 +94,12 @@ def cmd_train(args):
     train, valid, classes = _load_data(args)
     print(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
     try: learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, args.lr, args.backbone,
-                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16)
+                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16, _AUG[args.aug])
     except NonFiniteLoss as e:
         ck = _save(e.learn, args, classes, out)
         raise NonFiniteLoss(f'{e}; those weights are saved in {ck}', e.learn) from None
     tr, va = learn.recorder.values[-1][:2]
-    print(f"trained {args.stage} ({args.backbone}, {args.size}px, {args.loss} loss, {'bfloat16' if args.bf16 else 'float32'}) for {args.epochs} epoch{'s' * (args.epochs != 1)} "
+    print(f"trained {args.stage} ({args.backbone}, {args.size}px, {args.loss} loss, {'bfloat16' if args.bf16 else 'float32'}{'' if args.aug == 'none' else ', augmentation ' + args.aug}) for {args.epochs} epoch{'s' * (args.epochs != 1)} "
           f'in {time.time() - t0:.0f}s on {learn.dls.device}: train loss {tr:.3f}, valid loss {va:.3f}')
     ck = _save(learn, args, classes, out)
     try: _report(learn, args, classes, out)
@@ -128,7 +130,7 @@ def cmd_evaluate(args):
     return 0
 
 DEMO = dict(data='shapes', stage='grid4x4', loss='bce', difficulty='easy', n_train=8192, n_valid=160, size=128, bs=32,
-            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True)
+            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True, aug='none')
 
 def cmd_demo(args):
     "Make (or reuse) the easy shapes data, train the 4x4-grid detector in under 5 minutes on a CPU, report its mAP."
@@ -191,6 +193,8 @@ def get_parser()->argparse.ArgumentParser:
     t.add_argument('--backbone', choices=['resnet18', 'resnet34', 'vgg16'], default='resnet18', help='body: resnet18, resnet34, or for ssd vgg16 (default resnet18)')
     t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (needs them cached or internet)')
     t.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    t.add_argument('--aug', choices=['none', 'flip', 'ssd', 'ssd-no-zoom'], default='none',
+                   help="training-set augmentation: flip (fastai's flips and lighting), ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
     t.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision: about 1.8x faster on CPUs with AVX512-BF16 or AMX, and on recent GPUs')
     t.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     t.set_defaults(func=cmd_train)

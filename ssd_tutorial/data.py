@@ -15,7 +15,7 @@ from fastprogress.fastprogress import progress_bar
 from .boxes import *
 
 # %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'Record', 'DataError', 'ImageError', 'shapes_settings', 'write_voc_xml', 'make_shapes',
+__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'DataError', 'ImageError', 'shapes_settings', 'write_voc_xml', 'make_shapes',
            'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'image_size', 'load_image', 'check_image',
            'check_images', 'to_coco', 'read_coco', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage',
            'get_dls', 'load_dataset']
@@ -588,12 +588,14 @@ class CheckedPILImage(PILImage):
     @classmethod
     def create(cls, fn, **kwargs): return super().create(load_image(fn) if isinstance(fn, (str, Path)) else fn, **kwargs)
 
+AUGS = (False, None, True, 'ssd', 'ssd-no-zoom')   # what `get_dls` takes as `aug`
+
 def get_dls(train:list, # training `Record`s
             valid:list, # validation `Record`s
             classes=None, # class names (index 0 `#na#` is added); default: sorted names in `train`
             size:int=224, # images are squished to `size` x `size`
             bs:int=32, # batch size
-            aug:bool|str=False, # training set only: `True` random flips and lighting changes; 'ssd' the SSD paper's augmentation (`augment.ssd_tfms`)
+            aug:bool|str=False, # training set only: `True` random flips and lighting changes; 'ssd' the SSD paper's augmentation (`augment.ssd_tfms`), 'ssd-no-zoom' the same without zoom out
             num_workers:int=0, # DataLoader worker processes
             seed:int|None=0, # seeds Python, numpy and torch (training shuffle, augmentation); `None` leaves them
             **kwargs # passed to `DataBlock.dataloaders`
@@ -602,10 +604,10 @@ def get_dls(train:list, # training `Record`s
     classes = list(classes) if classes is not None else sorted({l for r in train for l in r.labels})
     if not train: raise DataError('get_dls: the training set is empty')
     if not valid: raise DataError('get_dls: the validation set is empty')
-    if aug not in (False, None, True, 'ssd'): raise ValueError(f"get_dls: aug must be False, True or 'ssd', got {aug!r}")
+    if aug not in AUGS: raise ValueError(f"get_dls: aug must be one of {AUGS}, got {aug!r}")
     tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2, p_affine=.5)] if aug is True else []
-    if aug == 'ssd': from ssd_tutorial.augment import ssd_tfms  # imported here: `augment` imports this module
-    item_aug = ssd_tfms() if aug == 'ssd' else []  # on the pixels, before `PointScaler` and `Resize` (order 1)
+    if aug in ('ssd', 'ssd-no-zoom'): from ssd_tutorial.augment import ssd_tfms  # imported here: `augment` imports this module
+    item_aug = ssd_tfms(zoom_p=0. if aug == 'ssd-no-zoom' else .5) if str(aug).startswith('ssd') else []  # on the pixels, before `PointScaler` and `Resize` (order 1)
     dblock = DataBlock(blocks=(ImageBlock(cls=CheckedPILImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
                        get_x=lambda r: r.fname, get_y=[lambda r: r.boxes[~r.crowd].tolist(), lambda r: [l for l, c in zip(r.labels, r.crowd.tolist()) if not c]],
                        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),

@@ -291,3 +291,16 @@ def test_get_dls_ssd_augments_training_only(recs):
     for x, y in zip(first[0], first[1]): assert torch.equal(x, y)                                # same seed, same batch
     assert not torch.equal(first[0][0], first[2][0])
     with pytest.raises(ValueError, match="aug must be"): get_dls(trn, val, SHAPES, aug='fancy')
+
+def test_get_dls_ssd_no_zoom_has_every_transform_but_zoom_out(recs):
+    from fastai.vision.all import PILImage, TensorBBox, TensorMultiCategory
+    trn, val = recs
+    fs = get_dls(trn, val, SHAPES, size=96, bs=8, aug='ssd-no-zoom').train.after_item.fs
+    tf = {type(t): t for t in fs if isinstance(t, _BoxTfm)}
+    assert list(tf) == [PhotoDistort, ZoomOut, IoUCrop, HFlip] and tf[ZoomOut].kwargs['p'] == 0
+    assert get_dls(trn, val, SHAPES, size=96, bs=8, aug='ssd').train.after_item.fs.filter(lambda t: isinstance(t, ZoomOut))[0].kwargs['p'] == .5
+    a = np.full((60, 80, 3), 200, np.uint8)
+    x = (PILImage.create(a), TensorBBox(torch.tensor([[10., 10., 30., 40.]])), TensorMultiCategory(torch.tensor([1])))
+    for s in range(20):                                                     # p = 0: the image and its box never move
+        torch.manual_seed(s); o = tf[ZoomOut](x, split_idx=0)
+        assert np.array_equal(np.asarray(o[0]), a) and torch.equal(o[1].as_subclass(Tensor), x[1].as_subclass(Tensor))

@@ -36,6 +36,19 @@ def test_train_rejects_unknown_loss(capsys):
     with pytest.raises(SystemExit) as e: main(['train', '--loss', 'hinge'])
     assert e.value.code == 2 and "invalid choice: 'hinge'" in capsys.readouterr().err
 
+@pytest.mark.parametrize('flag,aug', [('none', False), ('flip', True), ('ssd', 'ssd'), ('ssd-no-zoom', 'ssd-no-zoom')])
+def test_train_passes_aug_to_train_detector(flag, aug, tmp_path, monkeypatch):
+    import ssd_tutorial.cli as cli
+    seen = {}
+    def fake(*a, **kw): seen['aug'] = a[14] if len(a) > 14 else kw.get('aug'); raise RuntimeError('stopped by the test')
+    monkeypatch.setattr(cli, 'train_detector', fake)
+    assert main(['train', '--aug', flag, '--n-train', '4', '--n-valid', '2', '--epochs', '1', '--out', str(tmp_path / 'o')]) != 0
+    assert seen['aug'] == aug and type(seen['aug']) is type(aug)
+
+def test_train_rejects_unknown_aug(capsys):
+    with pytest.raises(SystemExit) as e: main(['train', '--aug', 'mixup'])
+    assert e.value.code == 2 and "invalid choice: 'mixup'" in capsys.readouterr().err
+
 def _tiny(n_train=32, n_valid=8):
     from ssd_tutorial.data import get_shapes, read_voc, SHAPES
     path = get_shapes(n_train, n_valid, size=128, difficulty='easy', progress=False)
