@@ -299,6 +299,7 @@ d = { 'settings': { 'branch': 'main',
                                     'ssd_tutorial.train.bf16_native': ('train.html#bf16_native', 'ssd_tutorial/train.py'),
                                     'ssd_tutorial.train.decode_softmax': ('train.html#decode_softmax', 'ssd_tutorial/train.py'),
                                     'ssd_tutorial.train.make_loss': ('train.html#make_loss', 'ssd_tutorial/train.py'),
+                                    'ssd_tutorial.train.show_models': ('train.html#show_models', 'ssd_tutorial/train.py'),
                                     'ssd_tutorial.train.stage_detect': ('train.html#stage_detect', 'ssd_tutorial/train.py'),
                                     'ssd_tutorial.train.stage_priors': ('train.html#stage_priors', 'ssd_tutorial/train.py'),
                                     'ssd_tutorial.train.train_detector': ('train.html#train_detector', 'ssd_tutorial/train.py')}}}

@@ -4,12 +4,13 @@
 
 # %% ../nbs/07a_train.ipynb #7a000004
 from __future__ import annotations
-import math, warnings, torch
+import math, warnings, torch, matplotlib.pyplot as plt
 from fastai.vision.all import Learner, set_seed, L
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 from .data import *
+from .boxes import show_boxes
 from .grid4x4 import *
 from .multigrid import *
 from .focal import *
@@ -19,7 +20,7 @@ from .ssd300 import *
 
 # %% auto #0
 __all__ = ['STAGES', 'LOSSES', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native', 'BF16Training',
-           'NonFiniteLoss', 'StopOnNonFinite', 'train_detector']
+           'NonFiniteLoss', 'StopOnNonFinite', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
 def _ssd_priors(model, size:int)->tuple:
@@ -140,3 +141,18 @@ def train_detector(train:list, valid:list, # `Record`s
     if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)
     if learn.train_iter == 0: raise ValueError(f'training made no optimiser step ({len(train)} images, batch size {bs})')
     return learn
+
+# %% ../nbs/07a_train.ipynb #7a00001a1
+def show_models(runs:dict, # `{name: dict(learn=a Learner of train_detector, size=its input size)}`
+                records:list, # `Record`s, e.g. validation images
+                n:int=5, thresh:float=.3, classes=SHAPES):
+    "Ground truth (top row) above the detections scoring at least `thresh` of each run (a row each) on the first `n` records."
+    fig, axs = plt.subplots(len(runs) + 1, n, figsize=(n * 2.6, (len(runs) + 1) * 2.6), squeeze=False)
+    for i, r in enumerate(records[:n]): show_boxes(r.fname, r.boxes, r.labels, classes=classes, ax=axs[0, i], title='ground truth' if i == 0 else None)
+    for row, (name, x) in enumerate(runs.items(), 1):
+        l = x['learn']
+        dets = predict_records(l.model, records[:n], classes, l.anchors, l.grid_size, x['size'], progress=False, score_thresh=thresh, detect=l.detect)
+        for i, (r, d) in enumerate(zip(records[:n], dets)):
+            show_boxes(r.fname, d['boxes'], d['labels'], d['scores'].tolist(), classes=classes, ax=axs[row, i], title=name if i == 0 else None)
+    fig.tight_layout()
+    return fig
