@@ -110,6 +110,11 @@ class StopOnNonFinite(Callback):
                 f'The model holds the weights of the last finite loss ({kept}); try a lower --lr')
 
 # %% ../nbs/07a_train.ipynb #7a000013
+def _world()->int:
+    "The number of processes `torchrun` started (its `WORLD_SIZE`), 1 outside it."
+    from fastai.torch_core import num_distrib
+    return max(1, num_distrib())
+
 def train_detector(train:list, valid:list, # `Record`s
                    classes:list, # class names
                    stage:str='grid4x4', # a key of `STAGES`
@@ -120,16 +125,21 @@ def train_detector(train:list, valid:list, # `Record`s
                    loss:str='bce', # a key of `LOSSES`: 'bce', 'focal' or 'multibox'
                    model_kw:dict|None=None, # more arguments of the stage's model (multigrid: `drop`)
                    bf16:bool=False, # bfloat16 mixed precision (`BF16Training`)
-                   aug:bool|str=False # training-set augmentation, `get_dls`'s: True fastai's flips and lighting, 'ssd' the paper's (08_augment)
+                   aug:bool|str=False, # training-set augmentation, `get_dls`'s: True fastai's flips and lighting, 'ssd' the paper's (08_augment)
+                  distributed:bool=False, # one process of a `torchrun` run: PyTorch DDP through fastai's `distrib_ctx` (07b_distributed)
+                  sync_bn:bool=False # with `distributed`: batch norm statistics over the global batch
                   )->Learner:
-    "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`)."
+    "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`, with DDP if `distributed`)."
     if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f'the learning rate must be a positive number, got {lr}')
     st = STAGES[stage]; size = size or st['size']
-    if len(train) < bs:   # fastai drops the last incomplete training batch: a larger bs would make no step at all
-        warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}')
-        bs = len(train)
+    world = _world() if distributed else 1
+    n = math.ceil(len(train) / world)   # each of the `world` processes trains on its shard of the images
+    if n < bs:   # fastai drops the last incomplete training batch: a larger bs would make no step at all
+        warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}' if world == 1 else
+                      f'batch size {bs} is larger than the {n} training images of each of the {world} processes: using batch size {n}')
+        bs = n
     if bs < st['min_bs']: raise ValueError(f"the {stage} model needs a batch size of at least {st['min_bs']} to train (batch norm on a 1x1 map), got {bs}")
     set_seed(seed)
     dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug)
@@ -137,7 +147,10 @@ def train_detector(train:list, valid:list, # `Record`s
     anchors, gs = stage_priors(stage, model, size)
     learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, st['per_positive']), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.anchors, learn.grid_size, learn.detect = anchors, gs, stage_detect(loss)
-    learn.fit_one_cycle(epochs, lr)
+    if distributed:
+        from ssd_tutorial.distributed import ddp_ctx   # imported here: `distributed` imports this module
+        with ddp_ctx(learn, sync_bn=sync_bn, seed=seed): learn.fit_one_cycle(epochs, lr)
+    else: learn.fit_one_cycle(epochs, lr)
     if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)
     if learn.train_iter == 0: raise ValueError(f'training made no optimiser step ({len(train)} images, batch size {bs})')
     return learn
