@@ -17,6 +17,8 @@ from .nms import *
 from .metrics import *
 from .ssd300 import *
 from .train import *
+from .distributed import init_distrib, first_on_rank0, scale_lr, LR_RULES
+from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier
 
 
 # %% auto #0
@@ -88,20 +90,30 @@ def cmd_train(args):
     "Train a detector on shapes, a VOC folder or a COCO JSON file; the checkpoint is written before anything optional."
     matplotlib.use('Agg')
     t0 = time.time()
+    world = init_distrib(timeout=getattr(args, 'dist_timeout', 1800))   # 1 unless run by torchrun or accelerate launch (07b)
+    rank0 = rank_distrib() == 0
+    say = print if rank0 else (lambda *a, **k: None)   # only process 0 prints
     out = prepare_out(args.out)
     args.size = args.size or STAGES[args.stage]['size']
     STAGES[args.stage]['model'](1, backbone=args.backbone, size=args.size, **_model_kw(args))  # a bad --size fails now, not after the data
-    train, valid, classes = _load_data(args)
-    print(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
-    try: learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, args.lr, args.backbone,
-                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16, _AUG[args.aug])
+    train, valid, classes = first_on_rank0(_load_data, args)   # a dataset to make is made once, by process 0
+    say(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
+    rule, sync_bn = getattr(args, 'lr_scaling', 'linear'), getattr(args, 'sync_bn', False)
+    lr = scale_lr(args.lr, world, rule)
+    if world > 1: say(f"DDP: {world} processes ({torch.distributed.get_backend()}), batch {args.bs} each: global batch {world * args.bs}; "
+                      f"learning rate {args.lr:g} x {LR_RULES[rule](world):g} = {lr:g} ({rule} scaling); batch norm {'synchronised' if sync_bn else 'per process'}")
+    try: learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, lr, args.backbone,
+                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16, _AUG[args.aug], distributed=world > 1, sync_bn=sync_bn)
     except NonFiniteLoss as e:
+        if not rank0: raise
         ck = _save(e.learn, args, classes, out)
         raise NonFiniteLoss(f'{e}; those weights are saved in {ck}', e.learn) from None
+    if not rank0: distrib_barrier(); return 0   # the others wait until process 0 has written the checkpoint, then end
     tr, va = learn.recorder.values[-1][:2]
     print(f"trained {args.stage} ({args.backbone}, {args.size}px, {args.loss} loss, {'bfloat16' if args.bf16 else 'float32'}{'' if args.aug == 'none' else ', augmentation ' + args.aug}) for {args.epochs} epoch{'s' * (args.epochs != 1)} "
-          f'in {time.time() - t0:.0f}s on {learn.dls.device}: train loss {tr:.3f}, valid loss {va:.3f}')
+          f"in {time.time() - t0:.0f}s on {learn.dls.device}{f' x {world} processes' if world > 1 else ''}: train loss {tr:.3f}, valid loss {va:.3f}")
     ck = _save(learn, args, classes, out)
+    distrib_barrier()   # no-op in one process
     try: _report(learn, args, classes, out)
     except Exception as e: raise RuntimeError(f'{type(e).__name__} after training: {e} (the trained model is saved in {ck})') from None
     return 0
@@ -197,6 +209,10 @@ def get_parser()->argparse.ArgumentParser:
                    help="training-set augmentation: flip (fastai's flips and lighting), ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
     t.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision: about 1.8x faster on CPUs with AVX512-BF16 or AMX, and on recent GPUs')
     t.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
+    t.add_argument('--sync-bn', action='store_true', help='under torchrun or accelerate launch: batch norm statistics over the global batch (SyncBatchNorm)')
+    t.add_argument('--lr-scaling', choices=list(LR_RULES), default='linear',
+                   help='under torchrun or accelerate launch, --lr is for one process\'s --bs: times the number of processes (linear), its square root (sqrt), or as given (none) (default linear)')
+    t.add_argument('--dist-timeout', type=_positive_float, default=1800, help='under torchrun: seconds a process waits for the others before it fails (default 1800)')
     t.set_defaults(func=cmd_train)
     e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on a validation set')
     e.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
@@ -211,15 +227,18 @@ def get_parser()->argparse.ArgumentParser:
 def main(argv=None)->int:
     "Entry point of the `ssd-tutorial` console script: any failure is one line on stderr and exit code 1."
     args = get_parser().parse_args(argv)
-    say = lambda kind, msg: print(f'ssd-tutorial {args.cmd}: {kind}: ' + ' '.join(str(msg).split()), file=sys.stderr)
+    who = f' (process {rank_distrib()} of {num_distrib()})' if num_distrib() > 1 else ''   # under torchrun
+    say = lambda kind, msg: print(f'ssd-tutorial {args.cmd}{who}: {kind}: ' + ' '.join(str(msg).split()), file=sys.stderr)
     with warnings.catch_warnings():
-        warnings.showwarning = lambda msg, *a, **k: say('warning', msg)
+        warnings.showwarning = lambda msg, *a, **k: say('warning', msg) if rank_distrib() == 0 else None   # process 0's warnings only
         try: return args.func(args)
         except KeyboardInterrupt: say('error', 'interrupted'); return 130
         except Exception as e:
             if os.environ.get('SSD_TUTORIAL_DEBUG'): raise   # the full traceback, for bug reports
             say('error', e if isinstance(e, (ValueError, OSError, NonFiniteLoss, RuntimeError)) else f'{type(e).__name__}: {e}')
             return 1
+        finally:
+            if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()   # joined by `train` under torchrun
 
 # %% ../nbs/90_cli.ipynb #c9d199be
 from fastprogress.fastprogress import progress_bar
