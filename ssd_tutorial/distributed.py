@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_distributed.ipynb #7b000003
 from __future__ import annotations
-import datetime, os, signal, subprocess, sys, copy, torch, torch.distributed as dist
+import datetime, os, signal, subprocess, sys, copy, warnings, torch, torch.distributed as dist
 from contextlib import contextmanager
 from torch import nn, Tensor
 from fastcore.basics import patch
@@ -61,6 +61,9 @@ class DDPLossScale(Callback):
         if self.training and self.scale != 1: self.learn.loss_grad = self.learn.loss_grad * self.scale
 
 # %% ../nbs/07b_distributed.ipynb #7b000019
+# the public all-reduce that passes gradients back; the replacement it names is private
+warnings.filterwarnings('ignore', message='.*torch.distributed.nn.functional.all_reduce is deprecated')
+
 class AllReduceBatchNorm(nn.BatchNorm2d):
     "`BatchNorm2d` whose training statistics are the global batch's (all-reduced over the processes): `SyncBatchNorm` for CPUs."
     def forward(self, x:Tensor)->Tensor:
