@@ -12,6 +12,8 @@ The images are `--n` JPEGs of 640x480 (crops of scikit-image's sample photos whe
 written to a temporary folder. Every row reads them from disk. One pass per row, after a warm-up batch; the machine
 may be shared, so compare rows of the same run (on a busy machine, `OMP_NUM_THREADS=1` gives steadier numbers than
 two threads fighting over the cores). CPU only. About 100 s with --n 16 on one thread of a busy 2-core CPU.
+The shapes rows are repeated with `fast_decode=True` (`--fast-decode` of `ssd-tutorial predict`): each JPEG decoded
+at the smallest of 1/2, 1/4, 1/8 scale that is still the model's input size each way.
 Usage: python bench/predict.py [--n 32] [--ckpt PATH]"""
 import argparse, tempfile, time, torch, numpy as np
 from pathlib import Path
@@ -43,12 +45,12 @@ def make_jpegs(folder:Path, n:int)->list:
 def time_detector(det:Detector, fns:list, bs:int)->dict:
     "Seconds spent in decode+resize, the network and the read-out, over all of `fns`, `bs` at a time (after a warm-up batch)."
     det.bs = bs
-    det.postprocess(*det.forward(to_batch(_pmap(load_image, fns[:bs]), det.size)), [(640, 480)] * bs)
+    det.postprocess(*det.forward(to_batch(_pmap(det.read, fns[:bs]), det.size)), [(640, 480)] * bs)
     t = dict(read=0., model=0., post=0.)
     for i in range(0, len(fns), bs):
-        t0 = time.perf_counter(); ims = _pmap(load_image, fns[i:i + bs]); xb = to_batch(ims, det.size)   # as `Detector` reads
+        t0 = time.perf_counter(); ims = _pmap(det.read, fns[i:i + bs]); xb = to_batch(ims, det.size)   # as `Detector` reads
         t1 = time.perf_counter(); out = det.forward(xb)
-        t2 = time.perf_counter(); det.postprocess(*out, [im.size for im in ims])
+        t2 = time.perf_counter(); det.postprocess(*out, [im.info.get('full_size', im.size) for im in ims])
         t3 = time.perf_counter()
         t['read'] += t1 - t0; t['model'] += t2 - t1; t['post'] += t3 - t2
     return t
@@ -96,6 +98,8 @@ def main():
                 m = multi_model(len(SHAPES), backbone='resnet18', size=128, drop=.1)
                 shapes = Detector(m, SHAPES, 128, *stage_priors('multigrid', m, 128), stage_detect('bce'), device='cpu', score_thresh=.05, bf16=prec)
             for bs in (1, 16): row(f"shapes {shapes.config.get('stage', 'multigrid')} 128 px, {'bf16' if prec else 'fp32'}, bs {bs}", time_detector(shapes, fns, bs), a.n)
+            shapes.fast_decode = True   # JPEGs decoded at the smallest scale still 128 px each way (here 1/2: 320x240)
+            for bs in (1, 16): row(f"shapes {shapes.config.get('stage', 'multigrid')} 128 px, {'bf16' if prec else 'fp32'}, bs {bs}, fast_decode", time_detector(shapes, fns, bs), a.n)
         tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).eval()
         ours = load_torchvision_ssd(ssd_model(20, backbone='vgg16'), tv)
         det = Detector(ours, [f'c{i}' for i in range(20)], 300, *stage_priors('ssd', ours, 300), stage_detect('multibox'), device='cpu',

@@ -269,7 +269,7 @@ def cmd_predict(args):
     files, skipped = image_files(args.images)
     if skipped: print(f"skipped {len(skipped)} {'file that is not an image' if len(skipped) == 1 else 'files that are not images'}: " + ', '.join(f.name for f in skipped[:5]) + ' ...' * (len(skipped) > 5))
     if not files: raise ValueError(f"no image files in {', '.join(args.images)}")
-    det = Detector.from_checkpoint(args.ckpt, score_thresh=args.score_thresh, bs=args.bs)
+    det = Detector.from_checkpoint(args.ckpt, score_thresh=args.score_thresh, bs=args.bs, fast_decode=args.fast_decode)
     cfg = det.config
     print(f"predicting with {args.ckpt} ({cfg['stage']}, {cfg['size']}px, classes {cfg['classes']}) on {len(files)} image{'s' * (len(files) != 1)}, "
           f"score above {args.score_thresh}, on {det.device}{' in bfloat16' if det.bf16 else ''}")
@@ -299,6 +299,7 @@ def _predict_parser(sub):
     p.add_argument('--out', default='ssd_out/predict', help='folder for <name>.png per image and detections.json (default ssd_out/predict)')
     p.add_argument('--score-thresh', type=_score, default=.3, help='keep detections scored above this (default 0.3)')
     p.add_argument('--bs', type=_positive, default=16, help='images per batch (default 16)')
+    p.add_argument('--fast-decode', action='store_true', help='decode JPEGs at a reduced scale still at least the model\'s input size (2-3x faster reading of large photos; pixels differ slightly from training\'s full decode)')
     p.set_defaults(func=cmd_predict)
 
 _COMMANDS.append(_predict_parser)  # `ssd-tutorial predict` joins the parser

@@ -363,14 +363,16 @@ def _rgb8(im:Image.Image)->Image.Image:
     if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
     return im.convert('RGB')
 
-def _load(fn, draft:bool=False)->Image.Image:
-    "`load_image`; with `draft`, a JPEG is decoded at 1/8 scale (every byte is still read, so truncation is caught)."
+def _load(fn, draft:bool|int=False)->Image.Image:
+    "`load_image`; `draft=True` decodes a JPEG at 1/8 scale (every byte is still read, so truncation is caught), `draft=n` at the smallest scale still `n` px each way."
     try:
         with Image.open(fn) as im:
-            o = _orientation(im)
-            if draft and im.format == 'JPEG': im.draft(None, (1, 1))
+            o, full = _orientation(im), im.size
+            if draft and im.format == 'JPEG': im.draft(None, (1, 1) if draft is True else (draft, draft))
             im.load()
-            return _rgb8(im.transpose(_TURN[o]) if o != 1 else im)
+            out = _rgb8(im.transpose(_TURN[o]) if o != 1 else im)
+            out.info['full_size'] = full[::-1] if o in (5, 6, 7, 8) else full   # (w, h) of the whole image as a viewer shows it
+            return out
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from .boxes import *
 from .data import *
-from .data import _TURN, _orientation, _rgb8
+from .data import _TURN, _orientation, _rgb8, _load
 from .grid4x4 import *
 from .grid4x4 import _atomic_write
 from .multigrid import *
@@ -80,13 +80,14 @@ class Detector:
                  device=None, # default: CUDA when there is one, else the CPU
                  score_thresh:float=.3, iou_thresh:float=.45, max_det:int=100, # kept detections
                  bs:int=16, # images per batch
-                 bf16:bool|None=None # bfloat16 autocast; default: where the device has it natively
+                 bf16:bool|None=None, # bfloat16 autocast; default: where the device has it natively
+                 fast_decode:bool=False # JPEG files decoded at the smallest of 1/2, 1/4, 1/8 scale still `size` px each way
                 ):
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.model, self.classes, self.size, self.detect = model.to(self.device).eval(), list(classes), size, detect
         self.anchors = anchors.to(self.device)
         self.grid_size = grid_size.to(self.device) if isinstance(grid_size, Tensor) else grid_size
-        self.score_thresh, self.iou_thresh, self.max_det, self.bs = score_thresh, iou_thresh, max_det, bs
+        self.score_thresh, self.iou_thresh, self.max_det, self.bs, self.fast_decode = score_thresh, iou_thresh, max_det, bs, fast_decode
         self.bf16 = bf16_native(self.device) if bf16 is None else bf16
         if self.bf16: self.model.to(memory_format=torch.channels_last)
         self.config = dict(classes=self.classes, size=size)
@@ -126,8 +127,13 @@ def predict_rgb(self:Detector, ims:list)->list:
     out = []
     for i in range(0, len(ims), self.bs):
         b = ims[i:i + self.bs]
-        out += self.postprocess(*self.forward(to_batch(b, self.size)), [im.size for im in b])
+        out += self.postprocess(*self.forward(to_batch(b, self.size)), [im.info.get('full_size', im.size) for im in b])
     return out
+
+@patch
+def read(self:Detector, img)->Image.Image:
+    "`img` as `as_rgb` reads it; a JPEG file at reduced scale if `fast_decode` (its full size in `.info['full_size']`)."
+    return _load(img, draft=self.size) if self.fast_decode and isinstance(img, (str, os.PathLike)) else as_rgb(img)
 
 @patch
 def __call__(self:Detector, images)->list|dict:
@@ -135,7 +141,7 @@ def __call__(self:Detector, images)->list|dict:
     one = not isinstance(images, (list, tuple))
     images = [images] if one else list(images)
     out = []
-    for i in range(0, len(images), self.bs): out += self.predict_rgb(_pmap(as_rgb, images[i:i + self.bs]))
+    for i in range(0, len(images), self.bs): out += self.predict_rgb(_pmap(self.read, images[i:i + self.bs]))
     return out[0] if one else out
 
 # %% ../nbs/09_inference.ipynb #3a6feb8d
@@ -184,7 +190,7 @@ def image_files(paths)->tuple: # `(files, skipped)`
 def iter_files(self:Detector, fns:list):
     "`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; `(fn, None, ImageError)` for one that cannot be read."
     def read(fn):
-        try: return fn, load_image(fn)
+        try: return fn, self.read(fn)
         except ImageError as e: return fn, e
     for i in range(0, len(fns), self.bs):
         ims = _pmap(read, fns[i:i + self.bs])

@@ -59,6 +59,24 @@ def test_bf16_close_to_float32(ckpt, shapes_dir):
     for a, b in zip(d32.forward(xb), d16.forward(xb)):
         assert b.dtype == torch.float32 and (a - b).abs().max() < .1 * a.abs().max()
 
+@pytest.mark.parametrize('turn', [1, 6])
+def test_fast_decode_reads_jpegs_small_and_keeps_boxes_in_full_pixels(tmp_path, turn):
+    from skimage import data as skd
+    exif = Image.Exif(); exif[0x0112] = turn                            # 6: stored 640x480, shown 480x640
+    fn = tmp_path / 'photo.jpg'
+    Image.fromarray(skd.astronaut()).resize((640, 480)).save(fn, exif=exif.tobytes(), quality=90)
+    full, fast = fixed_detector(), fixed_detector(fast_decode=True)
+    im = fast.read(fn)
+    shown = (640, 480) if turn == 1 else (480, 640)
+    assert im.info['full_size'] == shown and min(im.size) >= 128 and im.size[0] * 2 == shown[0]   # decoded at 1/2 scale
+    assert full.read(fn).size == shown
+    a, b = full(fn), fast(fn)
+    assert a['size'] == b['size'] == shown and a['labels'] == b['labels']
+    torch.testing.assert_close(b['boxes'], a['boxes'], rtol=0, atol=1e-3)   # the Fixed model: boxes depend on the size only
+    diff = (full.model.seen[-1] - fast.model.seen[-1]).abs()            # the model inputs differ slightly (std units)
+    assert 0 < diff.mean() < .05
+    assert fixed_detector(fast_decode=True)(Image.open(fn))['size'] == shown   # not a file path: read in full, as before
+
 def test_one_or_many_and_batches():
     det = fixed_detector(bs=2)
     ims = [rgb(seed=i) for i in range(5)]
