@@ -8,7 +8,7 @@ Metrics on the 160 validation images: VOC07 mAP@0.5 (11-point) and COCO AP@[.5:.
 Usage: python bench/results.py [--seeds 0 1 2] [--epochs 2] [--n-train 10240] [--lr 1e-3] [--fp32] [--configs grid4x4:bce multigrid:bce multigrid:focal ssd:bce ssd:focal ssd:multibox]
 A config with a third part, an augmentation (`ssd:multibox:none`, `ssd:multibox:ssd`, `ssd:multibox:ssd-no-zoom`:
 `get_dls(aug=)`, 08_augment), is an ablation row: those go into bench/augment.md, whose table also gives the COCO AP of
-small and medium objects (the paper's Table 2 question: what augmentation and zoom out do for small objects).
+small and medium objects (the questions of the paper's Tables 2 and 6: what augmentation, and zoom out in particular, do for small objects).
 On a 2-core CPU with AVX512-BF16 a 128 px run takes about 5.5 minutes, an ssd run (300 px) about 45: run the ssd
 configs on a GPU. The rows go into bench/results.md: a row replaces the one of the same stage, input and loss, the
 others stay, as long as the file was written with the same settings (else it starts again)."""
