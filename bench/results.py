@@ -15,19 +15,17 @@ others stay, as long as the file was written with the same settings (else it sta
 import argparse, time, numpy as np, torch
 from pathlib import Path
 from ssd_tutorial.all import *
-from ssd_tutorial.train import train_detector, bf16_native, STAGES
+from ssd_tutorial.train import train_detector, bf16_native, STAGES, AUG_FLAGS
 
 def run(stage, loss, seed, epochs, lr, train, valid, drop, bf16, aug='none'):
     t0 = time.time()
     size = STAGES[stage]['size']
     learn = train_detector(train, valid, SHAPES, stage, size=size, bs=32, epochs=epochs, lr=lr, backbone='resnet18', seed=seed, loss=loss,
-                           model_kw=dict(drop=drop) if stage == 'multigrid' else None, bf16=bf16, aug=AUG[aug])
+                           model_kw=dict(drop=drop) if stage == 'multigrid' else None, bf16=bf16, aug=AUG_FLAGS[aug])
     t = time.time() - t0
     res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.grid_size, size, progress=False, detect=learn.detect)
     c = res['coco']
     return dict(map50=res['voc07']['mAP'], ap=c['AP'], ap50=c['AP50'], aps=c['APs'], apm=c['APm'], secs=t)
-
-AUG = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}   # as `ssd-tutorial train --aug`
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -51,7 +49,7 @@ def main():
     rows, aug_rows = [], []
     for cfg in a.configs:
         stage, loss, *aug = cfg.split(':')
-        if aug and aug[0] not in AUG: p.error(f'unknown augmentation {aug[0]!r} in {cfg}; known: {list(AUG)}')
+        if aug and aug[0] not in AUG_FLAGS: p.error(f'unknown augmentation {aug[0]!r} in {cfg}; known: {list(AUG_FLAGS)}')
         rs = [run(stage, loss, s, a.epochs, a.lr, train, valid, a.drop, bf16, *aug) for s in a.seeds]
         for s, r in zip(a.seeds, rs): print(f'{cfg} seed {s}: mAP@0.5 {r["map50"]:.3f}, COCO AP {r["ap"]:.3f}, {r["secs"]:.0f}s', flush=True)
         m = lambda k: '-' if None in [r[k] for r in rs] else f'{np.mean([r[k] for r in rs]):.3f} ± {np.std([r[k] for r in rs]):.3f}'

@@ -19,8 +19,8 @@ from .metrics import *
 from .ssd300 import *
 
 # %% auto #0
-__all__ = ['STAGES', 'LOSSES', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native', 'BF16Training',
-           'NonFiniteLoss', 'StopOnNonFinite', 'train_detector', 'show_models']
+__all__ = ['STAGES', 'LOSSES', 'AUG_FLAGS', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native',
+           'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
 def _ssd_priors(model, size:int)->tuple:
@@ -110,6 +110,8 @@ class StopOnNonFinite(Callback):
                 f'The model holds the weights of the last finite loss ({kept}); try a lower --lr')
 
 # %% ../nbs/07a_train.ipynb #7a000013
+AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}   # `--aug` names of `get_dls`'s `aug`
+
 def _world()->int:
     "The number of processes `torchrun` started (its `WORLD_SIZE`), 1 outside it."
     from fastai.torch_core import num_distrib
