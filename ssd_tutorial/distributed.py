@@ -169,15 +169,17 @@ def ddp_check(steps:int=3, # training steps
     ws = _gather(torch.cat([p.detach().reshape(-1) for p in learn.model.parameters()]))
     bufs = _gather(torch.cat([b.detach().reshape(-1).to(dtype) for b in learn.model.buffers()]))
     xb, bb, lb = torch.cat(_gather(cap.xb.as_subclass(Tensor))), *(_gather_padded(y.as_subclass(Tensor)) for y in cap.yb)
-    if rank != 0: return None
+    if rank != 0: distrib_barrier(); return None   # wait for process 0's reference: no process leaves while another computes
     ref.to(xb.device).train()
     if bn == 'eval': [m.eval() for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
     make_loss('bce', len(SHAPES), anchors, gs)(ref(xb), bb, lb).backward()
     g1 = torch.cat([p.grad.reshape(-1) for p in ref.parameters()])
     gd = torch.cat([g.reshape(-1) for g in cap.g])
-    return dict(processes=world, backend=dist.get_backend(), bn=bn, dtype=str(dtype).replace('torch.', ''), global_batch=len(xb), steps=steps,
-                weights_diff=max((w - ws[0]).abs().max().item() for w in ws), bn_stats_diff=max((b - bufs[0]).abs().max().item() for b in bufs),
-                grad_diff=(gd - g1).abs().max().item(), grad_max=g1.abs().max().item())
+    res = dict(processes=world, backend=dist.get_backend(), bn=bn, dtype=str(dtype).replace('torch.', ''), global_batch=len(xb), steps=steps,
+               weights_diff=max((w - ws[0]).abs().max().item() for w in ws), bn_stats_diff=max((b - bufs[0]).abs().max().item() for b in bufs),
+               grad_diff=(gd - g1).abs().max().item(), grad_max=g1.abs().max().item())
+    distrib_barrier()
+    return res
 
 # %% ../nbs/07b_distributed.ipynb #7b000025
 def torchrun(args:list, # a Python script and its arguments; with `python=False` a command (`ssd-tutorial`, ...)

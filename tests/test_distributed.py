@@ -29,6 +29,7 @@ first_on_rank0(log)
 for kw in [dict(bn='sync', dtype=torch.float64), dict(bn='eval', dtype=torch.float32), dict(bn='local', dtype=torch.float32)]:
     r = ddp_check(**kw)
     if r: print('DDP_CHECK', json.dumps(r), flush=True)
+dist.destroy_process_group()   # leave the group before exiting (gloo can abort a process that exits inside it)
 """
 
 def test_ddp_parity_two_processes(tmp_path):
@@ -66,7 +67,8 @@ def test_crash_in_one_process_ends_the_run(tmp_path):
 def test_ddp_parity_two_gpus(tmp_path):
     if torch.cuda.device_count() < 2: pytest.skip('needs 2 GPUs')
     (s := tmp_path / 'check.py').write_text("import json, torch\nfrom ssd_tutorial.distributed import *\n"
-                                            "for bn in ('sync', 'eval'):\n    r = ddp_check(bn=bn, dtype=torch.float64)\n    if r: print('DDP_CHECK', json.dumps(r), flush=True)\n")
+                                            "for bn in ('sync', 'eval'):\n    r = ddp_check(bn=bn, dtype=torch.float64)\n    if r: print('DDP_CHECK', json.dumps(r), flush=True)\n"
+                                            "torch.distributed.destroy_process_group()\n")
     res = torchrun([s], timeout=300, env={'ORDER_LOG': str(tmp_path / 'o.log')})
     assert res.returncode == 0, res.stdout[-3000:]
     for c in _checks(res.stdout):
