@@ -13,18 +13,22 @@ written to a temporary folder. Every row reads them from disk. One pass per row,
 may be shared, so compare rows of the same run (on a busy machine, `OMP_NUM_THREADS=1` gives steadier numbers than
 two threads fighting over the cores). CPU only. About 100 s with --n 16 on one thread of a busy 2-core CPU.
 The shapes rows are repeated with `fast_decode=True` (`--fast-decode` of `ssd-tutorial predict`): each JPEG decoded
-at the smallest of 1/2, 1/4, 1/8 scale that is still the model's input size each way.
+at the smallest of 1/2, 1/4, 1/8 scale that is still the model's input size each way; and at bs 16 with the read-ahead
+of `Detector.batches` (what `Detector` and `ssd-tutorial predict` do): the next batch read on a background thread while
+the network runs on this one. Its decode+resize column is then the time the loop waits for a batch, not the time the
+reading takes; on a CPU whose cores the network already uses, the reading still takes them from the network, so compare
+the images/s too. The other rows read each batch before running it (`ahead=False`), to show the split.
 Usage: python bench/predict.py [--n 32] [--ckpt PATH]"""
 import argparse, tempfile, time, torch, numpy as np
 from pathlib import Path
 from PIL import Image
 from torchvision.models.detection import ssd300_vgg16
 import torchvision.transforms.functional as TF
-from ssd_tutorial.data import SHAPES, load_image
+from ssd_tutorial.data import SHAPES, load_image, _load
 from ssd_tutorial.multigrid import multi_model
 from ssd_tutorial.ssd300 import ssd_model, load_torchvision_ssd
 from ssd_tutorial.train import stage_priors, stage_detect, bf16_native
-from ssd_tutorial.inference import Detector, to_batch, _pmap
+from ssd_tutorial.inference import Detector
 
 def make_jpegs(folder:Path, n:int)->list:
     "`n` 640x480 JPEGs (quality 90): random crops of scikit-image's sample photos, or smooth noise without it."
@@ -42,13 +46,18 @@ def make_jpegs(folder:Path, n:int)->list:
         Image.fromarray(a[y:y + ch, x:x + cw]).resize((640, 480), Image.BICUBIC).save(fns[-1], quality=90)
     return fns
 
-def time_detector(det:Detector, fns:list, bs:int)->dict:
-    "Seconds spent in decode+resize, the network and the read-out, over all of `fns`, `bs` at a time (after a warm-up batch)."
+def time_detector(det:Detector, fns:list, bs:int, ahead:bool=False)->dict:
+    """Seconds spent waiting for decode+resize, in the network and in the read-out, over all of `fns`, `bs` at a time (after a warm-up batch).
+    With `ahead`, the next batch is read on a background thread while the network runs (`Detector.batches`' read-ahead): `read` is then
+    only the time the loop waits for it."""
     det.bs = bs
-    det.postprocess(*det.forward(to_batch(_pmap(det.read, fns[:bs]), det.size)), [(640, 480)] * bs)
+    for ims, xb in det.batches(fns[:bs], ahead=False): det.postprocess(*det.forward(xb), [(640, 480)] * len(ims))
     t = dict(read=0., model=0., post=0.)
-    for i in range(0, len(fns), bs):
-        t0 = time.perf_counter(); ims = _pmap(det.read, fns[i:i + bs]); xb = to_batch(ims, det.size)   # as `Detector` reads
+    it = det.batches(fns, ahead=ahead)
+    while True:
+        t0 = time.perf_counter(); b = next(it, None)   # as `Detector` reads: each file decoded and squished in one pass
+        if b is None: break
+        ims, xb = b
         t1 = time.perf_counter(); out = det.forward(xb)
         t2 = time.perf_counter(); det.postprocess(*out, [im.info.get('full_size', im.size) for im in ims])
         t3 = time.perf_counter()
@@ -77,6 +86,16 @@ def time_torchvision(tv, fns:list, bs:int)->dict:
         a, b, c = run(ims); t['read'] += a; t['model'] += b; t['post'] += c
     return t
 
+def one_core(fns:list):
+    "Milliseconds per image on one thread: decoding in full and at the fast-decode scale, and squishing the latter to 128 px."
+    def ms(f, xs):
+        t0 = time.perf_counter(); out = [f(x) for x in xs]; return (time.perf_counter() - t0) / len(xs) * 1e3, out
+    full, _ = ms(load_image, fns)
+    fast, ims = ms(lambda f: _load(f, draft=128), fns)
+    squish, _ = ms(lambda im: np.asarray(im.resize((128, 128), Image.BILINEAR)), ims)
+    print(f'one core, per image: decode {full:.2f} ms in full, {fast:.2f} ms at {ims[0].size[0]}x{ims[0].size[1]} (fast_decode); '
+          f'squish that to 128 px {squish:.2f} ms\n')
+
 def row(name:str, t:dict, n:int):
     tot = sum(t.values())
     print(f"| {name} | {n / tot:.1f} | {t['read'] / tot:.0%} | {t['model'] / tot:.0%} | {t['post'] / tot:.0%} | {(t['read'] + t['post']) / tot:.0%} |", flush=True)
@@ -91,6 +110,7 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         fns = make_jpegs(Path(d), a.n)
         print(f'{a.n} JPEGs of 640x480 on the CPU ({torch.get_num_threads()} threads), bfloat16 native: {bf16}\n')
+        one_core(fns)
         print('| path | images/s | decode+resize | model | post-processing | pre+post |\n|---|---|---|---|---|---|')
         for prec in ([False, True] if bf16 else [False]):
             if a.ckpt: shapes = Detector.from_checkpoint(a.ckpt, device='cpu', score_thresh=.05, bf16=prec)
@@ -100,6 +120,7 @@ def main():
             for bs in (1, 16): row(f"shapes {shapes.config.get('stage', 'multigrid')} 128 px, {'bf16' if prec else 'fp32'}, bs {bs}", time_detector(shapes, fns, bs), a.n)
             shapes.fast_decode = True   # JPEGs decoded at the smallest scale still 128 px each way (here 1/2: 320x240)
             for bs in (1, 16): row(f"shapes {shapes.config.get('stage', 'multigrid')} 128 px, {'bf16' if prec else 'fp32'}, bs {bs}, fast_decode", time_detector(shapes, fns, bs), a.n)
+            row(f"shapes {shapes.config.get('stage', 'multigrid')} 128 px, {'bf16' if prec else 'fp32'}, bs 16, fast_decode, read-ahead", time_detector(shapes, fns, 16, ahead=True), a.n)
         tv = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=21).eval()
         ours = load_torchvision_ssd(ssd_model(20, backbone='vgg16'), tv)
         det = Detector(ours, [f'c{i}' for i in range(20)], 300, *stage_priors('ssd', ours, 300), stage_detect('multibox'), device='cpu',

@@ -136,12 +136,39 @@ def read(self:Detector, img)->Image.Image:
     return _load(img, draft=self.size) if self.fast_decode and isinstance(img, (str, os.PathLike)) else as_rgb(img)
 
 @patch
+def _prep(self:Detector, img)->tuple:
+    "`(image, squished uint8 array)` of one input (as `read` and `to_batch` make them), or `(ImageError, None)` for a file that cannot be read."
+    try: im = self.read(img)
+    except ImageError as e: return e, None
+    return im, np.asarray(im.resize((self.size, self.size), Image.BILINEAR))
+
+@patch
+def batches(self:Detector, images:list,
+            ahead:bool|None=None # read the next batch while the caller runs this one; default: when the model is not on the CPU
+           ):
+    "`(images, xb)` for each `bs` inputs: `xb` is the `to_batch` of those read; a file that cannot be read is its `ImageError` in `images`."
+    if ahead is None: ahead = self.device.type != 'cpu'   # on the CPU, reading would take cores from the network (see the end)
+    def load(b):
+        res = _pmap(self._prep, b)   # each image read and squished in one pass, one thread per core
+        arrs = [a for _, a in res if a is not None]
+        return [im for im, _ in res], torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) if arrs else None
+    chunks = [images[i:i + self.bs] for i in range(0, len(images), self.bs)]
+    if not ahead: yield from map(load, chunks); return
+    with ThreadPoolExecutor(1) as ex:
+        nxt = ex.submit(load, chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            cur = nxt.result()
+            if i + 1 < len(chunks): nxt = ex.submit(load, chunks[i + 1])   # read-ahead: overlaps with the model on this batch
+            yield cur
+
+@patch
 def __call__(self:Detector, images)->list|dict:
     "Detections of one image (a dict) or a list of them (a list): file paths, PIL images or arrays, any size."
     one = not isinstance(images, (list, tuple))
-    images = [images] if one else list(images)
     out = []
-    for i in range(0, len(images), self.bs): out += self.predict_rgb(_pmap(self.read, images[i:i + self.bs]))
+    for ims, xb in self.batches([images] if one else list(images)):
+        if bad := next((im for im in ims if isinstance(im, ImageError)), None): raise bad
+        out += self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in ims])
     return out[0] if one else out
 
 # %% ../nbs/09_inference.ipynb #3a6feb8d
@@ -189,13 +216,11 @@ def image_files(paths)->tuple: # `(files, skipped)`
 @patch
 def iter_files(self:Detector, fns:list):
     "`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; `(fn, None, ImageError)` for one that cannot be read."
-    def read(fn):
-        try: return fn, self.read(fn)
-        except ImageError as e: return fn, e
-    for i in range(0, len(fns), self.bs):
-        ims = _pmap(read, fns[i:i + self.bs])
-        dets = iter(self.predict_rgb([im for _, im in ims if isinstance(im, Image.Image)]))
-        for fn, im in ims: yield (fn, im, next(dets)) if isinstance(im, Image.Image) else (fn, None, im)
+    fns = list(fns)
+    for i, (ims, xb) in zip(range(0, len(fns), self.bs), self.batches(fns)):
+        good = [im for im in ims if isinstance(im, Image.Image)]
+        dets = iter(self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in good]) if good else [])
+        for fn, im in zip(fns[i:i + self.bs], ims): yield (fn, im, next(dets)) if isinstance(im, Image.Image) else (fn, None, im)
 
 # %% ../nbs/09_inference.ipynb #f6747d7c
 EXPORT_FORMATS = {'onnx': '.onnx', 'torchscript': '.torchscript.pt'}

@@ -181,6 +181,20 @@ def test_folder_run_survives_a_bad_file(tmp_path):
         if im is not None: assert d['size'] == Image.open(fn).size and len(d['boxes']) > 0
     with pytest.raises(FileNotFoundError, match='nowhere'): image_files([tmp_path / 'nowhere'])
 
+def test_read_ahead_gives_the_batches_read_one_at_a_time(tmp_path):
+    files = image_files(_folder(tmp_path))[0] + [tmp_path / 'photos' / 'p1_cut.jpg'] * 2   # the last batch: bad files only
+    det = fixed_detector(bs=2)
+    seq, ahead = list(det.batches(files, ahead=False)), list(det.batches(files))
+    assert len(seq) == len(ahead) == 3
+    for (ia, xa), (ib, xb) in zip(seq, ahead):
+        assert [type(o) for o in ia] == [type(o) for o in ib]
+        if xa is None: assert xb is None and all(isinstance(o, ImageError) for o in ia)
+        else: assert torch.equal(xa, xb) and xa.shape == (sum(isinstance(o, Image.Image) for o in ia), 3, 128, 128)
+    ims = [as_rgb(f) for f in files[:2]]
+    assert torch.equal(seq[0][1], to_batch(ims, 128))                                 # what `to_batch` makes of the images read
+    g = det.batches(files); next(g); g.close()                                        # abandoned after a batch: the read-ahead ends
+    assert [im is None for _, im, _ in det.iter_files(files)][-2:] == [True, True]    # an all-bad batch in a folder run
+
 def test_draw_detections(tmp_path):
     im = Image.new('RGB', (300, 200), (128, 128, 128))
     dets = dict(boxes=torch.tensor([[50., 40., 250., 160.]]), scores=torch.tensor([.9]), labels=['star'])
