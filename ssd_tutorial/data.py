@@ -15,10 +15,10 @@ from fastprogress.fastprogress import progress_bar
 from .boxes import *
 
 # %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'DataError', 'ImageError', 'shapes_settings', 'write_voc_xml', 'make_shapes',
-           'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'image_size', 'load_image', 'check_image',
-           'check_images', 'to_coco', 'read_coco', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage',
-           'get_dls', 'load_dataset']
+__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'DataError', 'ImageError', 'image_size', 'load_image',
+           'check_image', 'check_images', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml',
+           'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'to_coco', 'read_coco',
+           'load_dataset']
 
 # %% ../nbs/01_data.ipynb #ce41c2c6
 @dataclass
@@ -40,12 +40,6 @@ class Record:
         n = [len(self.boxes), len(self.labels), len(self.difficult), len(self.truncated), len(self.crowd)]
         if len(set(n)) > 1: raise ValueError(f"{self.fname}: boxes, labels, difficult, truncated, crowd differ in length: {n}")
     def __len__(self): return len(self.labels)
-
-class DataError(ValueError):
-    "Bad input data; the message names the file and the problem."
-
-class ImageError(DataError):
-    "An image that is missing, corrupt or unreadable (the readers collect these and report them all in one error)."
 
 # %% ../nbs/01_data.ipynb #81e551b9
 SHAPES = ['circle', 'rectangle', 'triangle', 'star', 'cross']
@@ -76,6 +70,7 @@ DIFFICULTY = {
     'hard':   dict(n_objs=(1, 6), size_range=(.05, .90), p_empty=.05, max_cut=.40, clutter=10, noise=20),
 }
 
+# %% ../nbs/01_data.ipynb #a7ccef36
 def shapes_settings(difficulty:str='medium', **overrides)->dict:
     "The generation settings of `difficulty` ('easy', 'medium', 'hard'), with any `overrides`."
     if difficulty not in DIFFICULTY: raise ValueError(f"difficulty must be one of {list(DIFFICULTY)}, got {difficulty!r}")
@@ -153,54 +148,12 @@ def _draw_image(rng, sz:int, s:dict, ss:int=2):
     diff = (bx[:, 2:] - bx[:, :2]).min(1).values < .06 * sz if len(bx) else torch.zeros(0, dtype=torch.bool)
     return im, bx, labels, trunc, diff
 
-# %% ../nbs/01_data.ipynb #dab81fc6
-def write_voc_xml(fn:Path, img_name:str, size:tuple, boxes:Tensor, labels:list, difficult=None, truncated=None):
-    "Write one VOC annotation file `fn` for image `img_name` of `size` (w, h) with tlbr pixel `boxes`."
-    root = ET.Element('annotation')
-    ET.SubElement(root, 'folder').text = 'JPEGImages'
-    ET.SubElement(root, 'filename').text = img_name
-    sz = ET.SubElement(root, 'size')
-    for k, v in zip(('width', 'height', 'depth'), (*size, 3)): ET.SubElement(sz, k).text = str(int(v))
-    for i, (b, l) in enumerate(zip(boxes.tolist(), labels)):
-        o = ET.SubElement(root, 'object')
-        ET.SubElement(o, 'name').text = l
-        ET.SubElement(o, 'pose').text = 'Unspecified'
-        ET.SubElement(o, 'truncated').text = str(int(truncated[i])) if truncated is not None else '0'
-        ET.SubElement(o, 'difficult').text = str(int(difficult[i])) if difficult is not None else '0'
-        bb = ET.SubElement(o, 'bndbox')
-        for k, v in zip(('xmin', 'ymin', 'xmax', 'ymax'), (b[0] + 1, b[1] + 1, b[2], b[3])): ET.SubElement(bb, k).text = str(int(round(v)))
-    ET.indent(root)
-    ET.ElementTree(root).write(fn, encoding='utf-8', xml_declaration=False)
+# %% ../nbs/01_data.ipynb #1151f3c8
+class DataError(ValueError):
+    "Bad input data; the message names the file and the problem."
 
-# %% ../nbs/01_data.ipynb #2c4ce7eb
-def make_shapes(path:Path, # output folder (created)
-                n_train:int=800, # training images
-                n_valid:int=200, # validation images
-                size:int=224, # image side in pixels
-                seed:int=0, # random seed: same seed, same bytes
-                difficulty:str='medium', # 'easy', 'medium' or 'hard' (see `DIFFICULTY`)
-                progress:bool=True, # show a progress bar
-                **overrides # any setting of `DIFFICULTY` (`n_objs`, `size_range`, `clutter`, ...)
-               )->Path:
-    "Write a synthetic shapes detection dataset of `n_train`+`n_valid` images to `path` in Pascal VOC layout."
-    s = shapes_settings(difficulty, **overrides)
-    path = Path(path)
-    _clear_shapes(path)  # refuses a folder that holds anything but an old shapes dataset
-    for d in ('JPEGImages', 'Annotations', 'ImageSets/Main'): (path / d).mkdir(parents=True, exist_ok=True)
-    (path / 'shapes.json').write_text('{"incomplete": true}')  # marks the folder as ours while it is written
-    jobs = [('train', i) for i in range(n_train)] + [('val', i) for i in range(n_valid)]
-    ids = {'train': [], 'val': []}
-    for split, i in (progress_bar(jobs, leave=False) if progress else jobs):
-        rng = np.random.default_rng([seed, 0 if split == 'train' else 1, i])
-        im, bx, lbls, tr, df = _draw_image(rng, size, s)
-        iid = f'{split}_{i:05d}'
-        im.save(path / 'JPEGImages' / f'{iid}.jpg', quality=90)
-        write_voc_xml(path / 'Annotations' / f'{iid}.xml', f'{iid}.jpg', (size, size), bx, lbls, df, tr)
-        ids[split].append(iid)
-    for split, l in ids.items(): (path / 'ImageSets/Main' / f'{split}.txt').write_text(''.join(f'{o}\n' for o in l))
-    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
-    (path / 'shapes.json').write_text(json.dumps(meta, indent=1))
-    return path
+class ImageError(DataError):
+    "An image that is missing, corrupt or unreadable (the readers collect these and report them all in one error)."
 
 # %% ../nbs/01_data.ipynb #398b0a67
 _SHAPES_FILE = re.compile(r'JPEGImages/(train|val)_\d{5,}\.jpg|Annotations/(train|val)_\d{5,}\.xml|ImageSets/Main/(train|val)\.txt|shapes\.json')
@@ -221,71 +174,6 @@ def _clear_shapes(path:Path):
             raise DataError(f"{no} ({rel!r} was not written by make_shapes)")
         if p.is_file(): ours.append(p)
     for p in ours: p.unlink()
-
-# %% ../nbs/01_data.ipynb #1835f569
-def data_home()->Path:
-    "Where datasets are kept: `$SSD_TUTORIAL_HOME/data`, default `~/.ssd_tutorial/data`."
-    return Path(os.environ.get('SSD_TUTORIAL_HOME', '~/.ssd_tutorial')).expanduser() / 'data'
-
-def get_shapes(n_train:int=800, n_valid:int=200, size:int=224, seed:int=0, difficulty:str='medium',
-               path:Path|None=None, progress:bool=True, **overrides)->Path:
-    "Folder of the shapes dataset with these settings, made first if absent (see `make_shapes`)."
-    s = shapes_settings(difficulty, **overrides)
-    path = Path(path) if path else data_home() / f'shapes_{difficulty}_{size}px_{n_train}+{n_valid}_seed{seed}'
-    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
-    try: old = json.loads((path / 'shapes.json').read_text())
-    except (OSError, ValueError): old = None
-    if old == json.loads(json.dumps(meta)): return path
-    return make_shapes(path, n_train, n_valid, size, seed, difficulty, progress=progress, **overrides)
-
-# %% ../nbs/01_data.ipynb #a6367747
-def parse_voc_xml(fn:Path, # a VOC annotation file
-                  img_dir:Path|None=None, # folder of the images; default `../JPEGImages`
-                  classes=None # allowed class names; `None` allows any
-                 )->Record:
-    "Read one VOC annotation file `fn` into a `Record`: continuous tlbr pixel boxes on the image as a viewer shows it."
-    fn = Path(fn)
-    root = _read_xml(fn)
-    img_dir = Path(img_dir) if img_dir else fn.parent.parent / 'JPEGImages'
-    img = img_dir / _xml_text(root, 'filename', fn)
-    if not img.is_file(): raise ImageError(f"{fn}: image file {img} not found")
-    sz = root.find('size')  # the size the boxes were drawn on; 0 or absent: unknown
-    declared = (0, 0) if sz is None else (_xml_num(sz, 'width', fn, '0'), _xml_num(sz, 'height', fn, '0'))
-    boxes, labels, diff, trunc = [], [], [], []
-    for o in root.iter('object'):
-        name, bb = _xml_text(o, 'name', fn), o.find('bndbox')
-        if bb is None: raise DataError(f"{fn}: object {name!r} without <bndbox>")
-        x1, y1, x2, y2 = (_xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
-        if x1 > x2 or y1 > y2:
-            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put in order")
-            x1, y1, x2, y2 = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
-        boxes.append([x1 - 1, y1 - 1, x2, y2])  # 1-based inclusive -> continuous
-        labels.append(name)
-        diff.append(_xml_text(o, 'difficult', fn, '0') == '1')
-        trunc.append(_xml_text(o, 'truncated', fn, '0') == '1')
-    boxes, size = _fit_boxes(fn, boxes, declared, img)
-    b, l, flags = _check_objects(fn, boxes, labels, size, classes, difficult=diff, truncated=trunc)
-    return Record(img, b, l, size=size, **flags)
-
-# %% ../nbs/01_data.ipynb #ec10a484
-def read_voc(path:Path, # VOC root: `Annotations/`, `JPEGImages/`, `ImageSets/Main/`
-             split:str='train', # a file `ImageSets/Main/{split}.txt`
-             classes=None, # allowed class names; `None` allows any
-             check_images:bool=False # decode every image now, to catch corrupt files before training
-            )->list:
-    "Records of the images listed in `split` of the Pascal VOC folder `path`; every unreadable image is reported in one error."
-    path = Path(path)
-    sf = path / 'ImageSets' / 'Main' / f'{split}.txt'
-    if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: {sorted(p.stem for p in sf.parent.glob('*.txt'))})")
-    ids = _split_ids(sf, path / 'Annotations')
-    if not ids: raise DataError(f"{sf}: split {split!r} lists no images")
-    recs, bad = [], []
-    for i in ids:
-        try: recs.append(parse_voc_xml(path / 'Annotations' / f'{i}.xml', path / 'JPEGImages', classes))
-        except ImageError as e: bad.append(str(e))
-    if check_images: bad += _unreadable([r.fname for r in recs])
-    _raise_unreadable(sf, bad)
-    return recs
 
 # %% ../nbs/01_data.ipynb #8b9f709e
 def _read_xml(fn:Path):
@@ -450,51 +338,6 @@ def _check_objects(src, boxes:list, labels:list, size:tuple, classes=None, **fla
     return (torch.tensor(out, dtype=torch.float32).reshape(-1, 4), [labels[i] for i in keep],
             {k: [v[i] for i in keep] for k, v in flags.items()})
 
-# %% ../nbs/01_data.ipynb #f1378b8d
-def to_coco(records:list, # `Record`s
-            classes=None, # class names, in category-id order (ids start at 1); default: sorted names found
-            fn:Path|None=None # if given, write the JSON there
-           )->dict:
-    "COCO-format dict (written to `fn` if given) of `records`; image ids are `1..n` in record order."
-    classes = list(classes) if classes is not None else sorted({l for r in records for l in r.labels})
-    cat = {c: i + 1 for i, c in enumerate(classes)}
-    images, anns = [], []
-    for i, r in enumerate(records):
-        w, h = r.size if r.size else image_size(r.fname)
-        images.append(dict(id=i + 1, file_name=r.fname.name, width=int(w), height=int(h)))
-        for b, l, d, c in zip(r.boxes.tolist(), r.labels, r.difficult.tolist(), r.crowd.tolist()):
-            x, y, bw, bh = b[0], b[1], b[2] - b[0], b[3] - b[1]
-            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=cat[l], bbox=[x, y, bw, bh],
-                             area=bw * bh, iscrowd=int(c), ignore=int(d)))
-    res = dict(images=images, annotations=anns, categories=[dict(id=i, name=c) for c, i in cat.items()])
-    if fn: Path(fn).write_text(json.dumps(res))
-    return res
-
-# %% ../nbs/01_data.ipynb #856b23ac
-def read_coco(json_path:Path, # a COCO-format annotation file
-              img_dir:Path|None=None, # folder of the images; default: the JSON's folder
-              classes=None, # allowed class names; `None` allows any
-              check_images:bool=False # decode every image now, to catch corrupt files before training
-             )->list:
-    "Records of the images of a COCO JSON file; `iscrowd` regions get `crowd=True`, `difficult` is read from `ignore` or `difficult`."
-    src = json_path = Path(json_path)
-    img_dir = Path(img_dir) if img_dir else json_path.parent
-    cats, ims = _coco_index(src, _read_json(src))
-    recs, bad = [], []
-    for fname, w, h, objs in ims.values():
-        fn, at = img_dir / fname, f"{src} (image {fname})"
-        try:
-            if not fn.is_file(): raise ImageError(f"{src}: image file {fn} not found")
-            boxes, size = _fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h), fn)
-        except ImageError as e: bad.append(str(e)); continue
-        b, l, flags = _check_objects(at, boxes, [cats[o['category_id']] for o in objs], size, classes,
-                                     difficult=[bool(o.get('difficult', o.get('ignore', 0))) for o in objs],
-                                     crowd=[bool(o.get('iscrowd', 0)) for o in objs])
-        recs.append(Record(fn, b, l, size=size, **flags))
-    if check_images: bad += _unreadable([r.fname for r in recs])
-    _raise_unreadable(src, bad)
-    return recs
-
 # %% ../nbs/01_data.ipynb #dbd3f40d
 def _read_json(fn:Path):
     "The JSON in file `fn`; `DataError` naming it if it is missing, not UTF-8 text, or not JSON."
@@ -548,6 +391,121 @@ def _coco_index(src, d)->tuple:
                               f"{', '.join(map(repr, list(orphans)[:5]))}{', ...' if len(orphans) > 5 else ''}")
     return cats, ims
 
+# %% ../nbs/01_data.ipynb #dab81fc6
+def write_voc_xml(fn:Path, img_name:str, size:tuple, boxes:Tensor, labels:list, difficult=None, truncated=None):
+    "Write one VOC annotation file `fn` for image `img_name` of `size` (w, h) with tlbr pixel `boxes`."
+    root = ET.Element('annotation')
+    ET.SubElement(root, 'folder').text = 'JPEGImages'
+    ET.SubElement(root, 'filename').text = img_name
+    sz = ET.SubElement(root, 'size')
+    for k, v in zip(('width', 'height', 'depth'), (*size, 3)): ET.SubElement(sz, k).text = str(int(v))
+    for i, (b, l) in enumerate(zip(boxes.tolist(), labels)):
+        o = ET.SubElement(root, 'object')
+        ET.SubElement(o, 'name').text = l
+        ET.SubElement(o, 'pose').text = 'Unspecified'
+        ET.SubElement(o, 'truncated').text = str(int(truncated[i])) if truncated is not None else '0'
+        ET.SubElement(o, 'difficult').text = str(int(difficult[i])) if difficult is not None else '0'
+        bb = ET.SubElement(o, 'bndbox')
+        for k, v in zip(('xmin', 'ymin', 'xmax', 'ymax'), (b[0] + 1, b[1] + 1, b[2], b[3])): ET.SubElement(bb, k).text = str(int(round(v)))
+    ET.indent(root)
+    ET.ElementTree(root).write(fn, encoding='utf-8', xml_declaration=False)
+
+# %% ../nbs/01_data.ipynb #2c4ce7eb
+def make_shapes(path:Path, # output folder (created)
+                n_train:int=800, # training images
+                n_valid:int=200, # validation images
+                size:int=224, # image side in pixels
+                seed:int=0, # random seed: same seed, same bytes
+                difficulty:str='medium', # 'easy', 'medium' or 'hard' (see `DIFFICULTY`)
+                progress:bool=True, # show a progress bar
+                **overrides # any setting of `DIFFICULTY` (`n_objs`, `size_range`, `clutter`, ...)
+               )->Path:
+    "Write a synthetic shapes detection dataset of `n_train`+`n_valid` images to `path` in Pascal VOC layout."
+    s = shapes_settings(difficulty, **overrides)
+    path = Path(path)
+    _clear_shapes(path)  # refuses a folder that holds anything but an old shapes dataset
+    for d in ('JPEGImages', 'Annotations', 'ImageSets/Main'): (path / d).mkdir(parents=True, exist_ok=True)
+    (path / 'shapes.json').write_text('{"incomplete": true}')  # marks the folder as ours while it is written
+    jobs = [('train', i) for i in range(n_train)] + [('val', i) for i in range(n_valid)]
+    ids = {'train': [], 'val': []}
+    for split, i in (progress_bar(jobs, leave=False) if progress else jobs):
+        rng = np.random.default_rng([seed, 0 if split == 'train' else 1, i])
+        im, bx, lbls, tr, df = _draw_image(rng, size, s)
+        iid = f'{split}_{i:05d}'
+        im.save(path / 'JPEGImages' / f'{iid}.jpg', quality=90)
+        write_voc_xml(path / 'Annotations' / f'{iid}.xml', f'{iid}.jpg', (size, size), bx, lbls, df, tr)
+        ids[split].append(iid)
+    for split, l in ids.items(): (path / 'ImageSets/Main' / f'{split}.txt').write_text(''.join(f'{o}\n' for o in l))
+    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
+    (path / 'shapes.json').write_text(json.dumps(meta, indent=1))
+    return path
+
+# %% ../nbs/01_data.ipynb #1835f569
+def data_home()->Path:
+    "Where datasets are kept: `$SSD_TUTORIAL_HOME/data`, default `~/.ssd_tutorial/data`."
+    return Path(os.environ.get('SSD_TUTORIAL_HOME', '~/.ssd_tutorial')).expanduser() / 'data'
+
+# %% ../nbs/01_data.ipynb #c543e666
+def get_shapes(n_train:int=800, n_valid:int=200, size:int=224, seed:int=0, difficulty:str='medium',
+               path:Path|None=None, progress:bool=True, **overrides)->Path:
+    "Folder of the shapes dataset with these settings, made first if absent (see `make_shapes`)."
+    s = shapes_settings(difficulty, **overrides)
+    path = Path(path) if path else data_home() / f'shapes_{difficulty}_{size}px_{n_train}+{n_valid}_seed{seed}'
+    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
+    try: old = json.loads((path / 'shapes.json').read_text())
+    except (OSError, ValueError): old = None
+    if old == json.loads(json.dumps(meta)): return path
+    return make_shapes(path, n_train, n_valid, size, seed, difficulty, progress=progress, **overrides)
+
+# %% ../nbs/01_data.ipynb #a6367747
+def parse_voc_xml(fn:Path, # a VOC annotation file
+                  img_dir:Path|None=None, # folder of the images; default `../JPEGImages`
+                  classes=None # allowed class names; `None` allows any
+                 )->Record:
+    "Read one VOC annotation file `fn` into a `Record`: continuous tlbr pixel boxes on the image as a viewer shows it."
+    fn = Path(fn)
+    root = _read_xml(fn)
+    img_dir = Path(img_dir) if img_dir else fn.parent.parent / 'JPEGImages'
+    img = img_dir / _xml_text(root, 'filename', fn)
+    if not img.is_file(): raise ImageError(f"{fn}: image file {img} not found")
+    sz = root.find('size')  # the size the boxes were drawn on; 0 or absent: unknown
+    declared = (0, 0) if sz is None else (_xml_num(sz, 'width', fn, '0'), _xml_num(sz, 'height', fn, '0'))
+    boxes, labels, diff, trunc = [], [], [], []
+    for o in root.iter('object'):
+        name, bb = _xml_text(o, 'name', fn), o.find('bndbox')
+        if bb is None: raise DataError(f"{fn}: object {name!r} without <bndbox>")
+        x1, y1, x2, y2 = (_xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
+        if x1 > x2 or y1 > y2:
+            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put in order")
+            x1, y1, x2, y2 = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+        boxes.append([x1 - 1, y1 - 1, x2, y2])  # 1-based inclusive -> continuous
+        labels.append(name)
+        diff.append(_xml_text(o, 'difficult', fn, '0') == '1')
+        trunc.append(_xml_text(o, 'truncated', fn, '0') == '1')
+    boxes, size = _fit_boxes(fn, boxes, declared, img)
+    b, l, flags = _check_objects(fn, boxes, labels, size, classes, difficult=diff, truncated=trunc)
+    return Record(img, b, l, size=size, **flags)
+
+# %% ../nbs/01_data.ipynb #ec10a484
+def read_voc(path:Path, # VOC root: `Annotations/`, `JPEGImages/`, `ImageSets/Main/`
+             split:str='train', # a file `ImageSets/Main/{split}.txt`
+             classes=None, # allowed class names; `None` allows any
+             check_images:bool=False # decode every image now, to catch corrupt files before training
+            )->list:
+    "Records of the images listed in `split` of the Pascal VOC folder `path`; every unreadable image is reported in one error."
+    path = Path(path)
+    sf = path / 'ImageSets' / 'Main' / f'{split}.txt'
+    if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: {sorted(p.stem for p in sf.parent.glob('*.txt'))})")
+    ids = _split_ids(sf, path / 'Annotations')
+    if not ids: raise DataError(f"{sf}: split {split!r} lists no images")
+    recs, bad = [], []
+    for i in ids:
+        try: recs.append(parse_voc_xml(path / 'Annotations' / f'{i}.xml', path / 'JPEGImages', classes))
+        except ImageError as e: bad.append(str(e))
+    if check_images: bad += _unreadable([r.fname for r in recs])
+    _raise_unreadable(sf, bad)
+    return recs
+
 # %% ../nbs/01_data.ipynb #21802ac7
 def summarize(records:list, classes=None)->str:
     "A text summary of `records`: images, objects per class, flags and a histogram of object sizes."
@@ -567,6 +525,7 @@ def summarize(records:list, classes=None)->str:
         lines.append(f'  {lo:4.2f}-{min(hi, 1):4.2f} {c:6d} ' + '#' * round(40 * c / max(max(counts), 1)))
     return '\n'.join(lines)
 
+# %% ../nbs/01_data.ipynb #128bd54e
 def show_records(records:list, n:int=9, ncols:int=3, classes=None, figsize_per:float=3.):
     "A grid of the first `n` `records` with their boxes and class names; returns the figure."
     n = min(n, len(records)); nrows = math.ceil(n / ncols)
@@ -590,6 +549,7 @@ class CheckedPILImage(PILImage):
     @classmethod
     def create(cls, fn, **kwargs): return super().create(load_image(fn) if isinstance(fn, (str, Path)) else fn, **kwargs)
 
+# %% ../nbs/01_data.ipynb #375f3ba9
 AUGS = (False, None, True, 'ssd', 'ssd-no-zoom')   # what `get_dls` takes as `aug`
 
 def get_dls(train:list, # training `Record`s
@@ -616,6 +576,51 @@ def get_dls(train:list, # training `Record`s
                        item_tfms=[LongLabels(), *item_aug, Resize(size, method='squish')], batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
     if seed is not None: set_seed(seed)  # fastai's shuffles draw from Python's `random`
     return dblock.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, **kwargs)
+
+# %% ../nbs/01_data.ipynb #f1378b8d
+def to_coco(records:list, # `Record`s
+            classes=None, # class names, in category-id order (ids start at 1); default: sorted names found
+            fn:Path|None=None # if given, write the JSON there
+           )->dict:
+    "COCO-format dict (written to `fn` if given) of `records`; image ids are `1..n` in record order."
+    classes = list(classes) if classes is not None else sorted({l for r in records for l in r.labels})
+    cat = {c: i + 1 for i, c in enumerate(classes)}
+    images, anns = [], []
+    for i, r in enumerate(records):
+        w, h = r.size if r.size else image_size(r.fname)
+        images.append(dict(id=i + 1, file_name=r.fname.name, width=int(w), height=int(h)))
+        for b, l, d, c in zip(r.boxes.tolist(), r.labels, r.difficult.tolist(), r.crowd.tolist()):
+            x, y, bw, bh = b[0], b[1], b[2] - b[0], b[3] - b[1]
+            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=cat[l], bbox=[x, y, bw, bh],
+                             area=bw * bh, iscrowd=int(c), ignore=int(d)))
+    res = dict(images=images, annotations=anns, categories=[dict(id=i, name=c) for c, i in cat.items()])
+    if fn: Path(fn).write_text(json.dumps(res))
+    return res
+
+# %% ../nbs/01_data.ipynb #856b23ac
+def read_coco(json_path:Path, # a COCO-format annotation file
+              img_dir:Path|None=None, # folder of the images; default: the JSON's folder
+              classes=None, # allowed class names; `None` allows any
+              check_images:bool=False # decode every image now, to catch corrupt files before training
+             )->list:
+    "Records of the images of a COCO JSON file; `iscrowd` regions get `crowd=True`, `difficult` is read from `ignore` or `difficult`."
+    src = json_path = Path(json_path)
+    img_dir = Path(img_dir) if img_dir else json_path.parent
+    cats, ims = _coco_index(src, _read_json(src))
+    recs, bad = [], []
+    for fname, w, h, objs in ims.values():
+        fn, at = img_dir / fname, f"{src} (image {fname})"
+        try:
+            if not fn.is_file(): raise ImageError(f"{src}: image file {fn} not found")
+            boxes, size = _fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h), fn)
+        except ImageError as e: bad.append(str(e)); continue
+        b, l, flags = _check_objects(at, boxes, [cats[o['category_id']] for o in objs], size, classes,
+                                     difficult=[bool(o.get('difficult', o.get('ignore', 0))) for o in objs],
+                                     crowd=[bool(o.get('iscrowd', 0)) for o in objs])
+        recs.append(Record(fn, b, l, size=size, **flags))
+    if check_images: bad += _unreadable([r.fname for r in recs])
+    _raise_unreadable(src, bad)
+    return recs
 
 # %% ../nbs/01_data.ipynb #a3e572ae
 def load_dataset(source, # 'shapes', a VOC folder, or a COCO JSON file
