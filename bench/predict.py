@@ -86,6 +86,12 @@ def time_torchvision(tv, fns:list, bs:int)->dict:
         a, b, c = run(ims); t['read'] += a; t['model'] += b; t['post'] += c
     return t
 
+KEPT = []   # what `say` printed, written to --out at the end
+
+def say(*args):
+    "Print, and keep the line for bench/predict.md."
+    print(*args, flush=True); KEPT.append(' '.join(map(str, args)))
+
 def one_core(fns:list):
     "Milliseconds per image on one thread: decoding in full and at the fast-decode scale, and squishing the latter to 128 px."
     def ms(f, xs):
@@ -93,25 +99,27 @@ def one_core(fns:list):
     full, _ = ms(load_image, fns)
     fast, ims = ms(lambda f: _load(f, draft=128), fns)
     squish, _ = ms(lambda im: np.asarray(im.resize((128, 128), Image.BILINEAR)), ims)
-    print(f'one core, per image: decode {full:.2f} ms in full, {fast:.2f} ms at {ims[0].size[0]}x{ims[0].size[1]} (fast_decode); '
+    say(f'one core, per image: decode {full:.2f} ms in full, {fast:.2f} ms at {ims[0].size[0]}x{ims[0].size[1]} (fast_decode); '
           f'squish that to 128 px {squish:.2f} ms\n')
 
 def row(name:str, t:dict, n:int):
     tot = sum(t.values())
-    print(f"| {name} | {n / tot:.1f} | {t['read'] / tot:.0%} | {t['model'] / tot:.0%} | {t['post'] / tot:.0%} | {(t['read'] + t['post']) / tot:.0%} |", flush=True)
+    say(f"| {name} | {n / tot:.1f} | {t['read'] / tot:.0%} | {t['model'] / tot:.0%} | {t['post'] / tot:.0%} | {(t['read'] + t['post']) / tot:.0%} |")
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--n', type=int, default=32, help='images (default 32)')
     p.add_argument('--ckpt', default=None, help='a shapes checkpoint to time instead of a random multigrid model')
+    p.add_argument('--out', default=str(Path(__file__).parent / 'predict.md'), help='where the printed table is kept too (default bench/predict.md)')
     a = p.parse_args()
+    KEPT.append(f'Written by `python bench/predict.py --n {a.n}' + (f' --ckpt {a.ckpt}' if a.ckpt else '') + '` (one run: compare rows of the same run).\n')
     torch.manual_seed(0)
     bf16 = bf16_native('cpu')
     with tempfile.TemporaryDirectory() as d:
         fns = make_jpegs(Path(d), a.n)
-        print(f'{a.n} JPEGs of 640x480 on the CPU ({torch.get_num_threads()} threads), bfloat16 native: {bf16}\n')
+        say(f'{a.n} JPEGs of 640x480 on the CPU ({torch.get_num_threads()} threads), bfloat16 native: {bf16}\n')
         one_core(fns)
-        print('| path | images/s | decode+resize | model | post-processing | pre+post |\n|---|---|---|---|---|---|')
+        say('| path | images/s | decode+resize | model | post-processing | pre+post |\n|---|---|---|---|---|---|')
         for prec in ([False, True] if bf16 else [False]):
             if a.ckpt: shapes = Detector.from_checkpoint(a.ckpt, device='cpu', score_thresh=.05, bf16=prec)
             else:
@@ -131,5 +139,6 @@ def main():
         if bf16:
             det = Detector(ours, det.classes, 300, det.anchors, det.grid_size, det.detect, device='cpu', score_thresh=.01, max_det=200, bf16=True)
             for bs in (1, 16): row(f'SSD300-VGG16 Detector, bf16, bs {bs}', time_detector(det, fns, bs), a.n)
+    Path(a.out).write_text('\n'.join(KEPT) + '\n')
 
 if __name__ == '__main__': main()
