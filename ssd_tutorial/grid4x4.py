@@ -14,7 +14,7 @@ from .data import *
 # %% auto #0
 __all__ = ['MODEL_FACTORIES', 'grid_anchors', 'map_to_ground_truth', 'actn_to_bb', 'StdConv', 'flatten_conv', 'OutConv',
            'GridHead', 'resnet_body', 'SSDModel', 'grid_model', 'bce_conf_loss', 'match_batch', 'SSDLoss',
-           'grid_detections', 'show_preds', 'save_checkpoint', 'load_checkpoint']
+           'grid_detections', 'show_preds', 'stage_table', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/02_grid4x4.ipynb #ab8ff2b9
 def grid_anchors(n:int=4 # cells per side
@@ -216,6 +216,21 @@ def show_preds(model, # a model, or `{name: model}` for one row per model
             show_boxes(imgs[i], (d['boxes'] * sz).cpu(), d['labels'].tolist(), d['scores'].tolist(), classes=vocab, ax=axs[row, i], title=name if i == 0 else None)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/02_grid4x4.ipynb #02b00005
+def stage_table(name:str, # this stage's row name
+                res:dict, # `evaluate`'s result on the validation set
+                images:int, epochs:int, secs:float, # the training budget and its time
+                path='models/stages.json', # where the rows of the notebooks before are kept
+                keep:bool=True # False: neither read nor write `path` (under the test runner)
+               )->str:
+    "The running table of the training notebooks: the rows kept in `path` with this stage's added (or replaced)."
+    path = Path(path)
+    rows = json.loads(path.read_text()) if keep and path.exists() else {}
+    rows[name] = dict(images=images, epochs=epochs, mAP50=res['voc07']['mAP'], AP=res['coco']['AP'], secs=secs)
+    if keep: path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(rows, indent=1))
+    head = f"{'stage':28s} {'images':>7s} {'epochs':>6s} {'mAP@0.5':>8s} {'COCO AP':>8s} {'training':>9s}"
+    return '\n'.join([head] + [f"{k:28s} {r['images']:7d} {r['epochs']:6d} {r['mAP50']:8.3f} {r['AP']:8.3f} {r['secs']:8.0f}s" for k, r in rows.items()])
 
 # %% ../nbs/02_grid4x4.ipynb #5403085c
 def _atomic_write(path:Path, write):

@@ -60,11 +60,17 @@ def _pmap(f, xs:list)->list:
     if n <= 1: return [f(x) for x in xs]
     with ThreadPoolExecutor(n) as ex: return list(ex.map(f, xs))
 
+def _squish(im:Image.Image, size:int)->np.ndarray:
+    "`im` resized to `size` x `size` as in training (bilinear), as a `uint8` `[size, size, 3]` array."
+    return np.asarray(im.resize((size, size), Image.BILINEAR))
+
+def _stack(arrs:list)->Tensor: return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)   # `[h, w, 3]` arrays -> `[n, 3, h, w]`
+
 def to_batch(ims:list, # 8-bit RGB PIL images, any sizes
              size:int # the model's input side
             )->Tensor: # `uint8` `[n, 3, size, size]`
     "Images squished to `size` x `size` as in training (bilinear), stacked channels first."
-    return torch.from_numpy(np.stack(_pmap(lambda im: np.asarray(im.resize((size, size), Image.BILINEAR)), ims))).permute(0, 3, 1, 2)
+    return _stack(_pmap(lambda im: _squish(im, size), ims))
 
 def normalize_batch(xb:Tensor)->Tensor:
     "`uint8` batch -> float, scaled to [0, 1] and normalised with the ImageNet mean and std (on `xb`'s device)."
@@ -122,13 +128,9 @@ def postprocess(self:Detector, clas:Tensor, bbox:Tensor, sizes:list)->list:
     return [dict(d, size=tuple(s)) for d, s in zip(preds_to_dets(dec, sizes, self.classes), sizes)]
 
 @patch
-def predict_rgb(self:Detector, ims:list)->list:
-    "Detections of 8-bit RGB PIL images (`as_rgb`), `bs` at a time."
-    out = []
-    for i in range(0, len(ims), self.bs):
-        b = ims[i:i + self.bs]
-        out += self.postprocess(*self.forward(to_batch(b, self.size)), [im.info.get('full_size', im.size) for im in b])
-    return out
+def _detect(self:Detector, ims:list, xb:Tensor)->list:
+    "Detections of the images `ims`, batched as `xb`, with boxes in each image's full size (`.info['full_size']` of a fast decode)."
+    return self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in ims])
 
 @patch
 def read(self:Detector, img)->Image.Image:
@@ -140,7 +142,7 @@ def _prep(self:Detector, img)->tuple:
     "`(image, squished uint8 array)` of one input (as `read` and `to_batch` make them), or `(ImageError, None)` for a file that cannot be read."
     try: im = self.read(img)
     except ImageError as e: return e, None
-    return im, np.asarray(im.resize((self.size, self.size), Image.BILINEAR))
+    return im, _squish(im, self.size)
 
 @patch
 def batches(self:Detector, images:list,
@@ -151,7 +153,7 @@ def batches(self:Detector, images:list,
     def load(b):
         res = _pmap(self._prep, b)   # each image read and squished in one pass, one thread per core
         arrs = [a for _, a in res if a is not None]
-        return [im for im, _ in res], torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2) if arrs else None
+        return [im for im, _ in res], _stack(arrs) if arrs else None
     chunks = [images[i:i + self.bs] for i in range(0, len(images), self.bs)]
     if not ahead: yield from map(load, chunks); return
     with ThreadPoolExecutor(1) as ex:
@@ -168,7 +170,7 @@ def __call__(self:Detector, images)->list|dict:
     out = []
     for ims, xb in self.batches([images] if one else list(images)):
         if bad := next((im for im in ims if isinstance(im, ImageError)), None): raise bad
-        out += self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in ims])
+        out += self._detect(ims, xb)
     return out[0] if one else out
 
 # %% ../nbs/09_inference.ipynb #3a6feb8d
@@ -219,7 +221,7 @@ def iter_files(self:Detector, fns:list):
     fns = list(fns)
     for i, (ims, xb) in zip(range(0, len(fns), self.bs), self.batches(fns)):
         good = [im for im in ims if isinstance(im, Image.Image)]
-        dets = iter(self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in good]) if good else [])
+        dets = iter(self._detect(good, xb) if good else [])
         for fn, im in zip(fns[i:i + self.bs], ims): yield (fn, im, next(dets)) if isinstance(im, Image.Image) else (fn, None, im)
 
 # %% ../nbs/09_inference.ipynb #f6747d7c

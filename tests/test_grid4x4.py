@@ -168,3 +168,12 @@ def test_cpu_chunked_class_loss_equals_loop():
     ours = SSDLoss(anc, anc[:, 2:3])((c, b), bb, lb)
     assert torch.allclose(ours, ref, rtol=1e-5)
     for a, o in zip(torch.autograd.grad(ref, (c, b)), torch.autograd.grad(ours, (c, b))): assert torch.allclose(a, o, atol=1e-5)
+
+def test_stage_table_keeps_rows_across_notebooks(tmp_path):
+    res = lambda m, ap: dict(voc07=dict(mAP=m), coco=dict(AP=ap))
+    p = tmp_path / 'models' / 'stages.json'
+    stage_table('grid', res(.3, .07), 6144, 2, 180., path=p)
+    t = stage_table('multi', res(.25, .06), 6144, 2, 175.4, path=p).splitlines()
+    assert len(t) == 3 and t[1].split()[:5] == ['grid', '6144', '2', '0.300', '0.070'] and t[2].endswith('175s')
+    assert len(stage_table('grid', res(.5, .1), 1, 1, 1., path=p).splitlines()) == 3      # a re-run replaces its row
+    assert len(stage_table('x', res(0, 0), 1, 1, 1., path=tmp_path / 'no.json', keep=False).splitlines()) == 2 and not (tmp_path / 'no.json').exists()
