@@ -224,13 +224,14 @@ def stage_table(name:str, # this stage's row name
                 path='models/stages.json', # where the rows of the notebooks before are kept
                 keep:bool=True # False: neither read nor write `path` (under the test runner)
                )->str:
-    "The running table of the training notebooks: the rows kept in `path` with this stage's added (or replaced)."
+    "The running table of the training notebooks: the rows kept in `path` up to this stage's, added (or replaced)."
     path = Path(path)
     rows = json.loads(path.read_text()) if keep and path.exists() else {}
     rows[name] = dict(images=images, epochs=epochs, mAP50=res['voc07']['mAP'], AP=res['coco']['AP'], secs=secs)
     if keep: path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(rows, indent=1))
     head = f"{'stage':28s} {'images':>7s} {'epochs':>6s} {'mAP@0.5':>8s} {'COCO AP':>8s} {'training':>9s}"
-    return '\n'.join([head] + [f"{k:28s} {r['images']:7d} {r['epochs']:6d} {r['mAP50']:8.3f} {r['AP']:8.3f} {r['secs']:8.0f}s" for k, r in rows.items()])
+    upto = list(rows)[:list(rows).index(name) + 1]                                  # a re-run shows no later stage
+    return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} {rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])
 
 # %% ../nbs/02_grid4x4.ipynb #5403085c
 def _atomic_write(path:Path, write):

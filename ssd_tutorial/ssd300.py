@@ -152,23 +152,38 @@ class VGGAtrous(nn.Module):
 
 # %% ../nbs/07_ssd300.ipynb #31690556
 class ResNetSSD(nn.Module):
-    "MLPerf's SSD body: a ResNet's conv1..layer3 (layer3 at stride 1) and five extra layers; returns six feature maps."
+    "MLPerf's SSD body: a ResNet's conv1..layer3 (layer3 at stride 1) and extra layers down to 1x1; six maps at 300 px."
     extra_cfg = ((256, 256, 512, 2, 1), (512, 256, 512, 2, 1), (512, 128, 256, 2, 1), (256, 128, 256, 1, 0), (256, 128, 256, 1, 0))
-    nfs = (256, 512, 512, 256, 256, 256)  # channels of the six maps
+    small_cfg = (256, 128, 256, 2, 1)  # the extra layer a small input gets after the first three (stride 2 down to 1x1)
     def __init__(self, arch:str='resnet34', # 'resnet18' or 'resnet34'
-                 pretrained:bool=False): # try torchvision's ImageNet weights for the ResNet
+                 pretrained:bool=False, # try torchvision's ImageNet weights for the ResNet
+                 size:int=300): # input size the extra layers are laid out for (see `layout`)
         super().__init__()
         self.body = resnet_body(arch, pretrained)[:7]                        # conv1, bn1, relu, maxpool, layer1..3
         blk = self.body[6][0]
         blk.conv1.stride = blk.downsample[0].stride = (1, 1)                 # layer3 at stride 1: 38x38 at 300 px
-        self.extras = nn.ModuleList([_extra(*c, bn=True) for c in self.extra_cfg])
+        self.cfg = self.layout(size)
+        self.nfs = (256,) + tuple(c[2] for c in self.cfg)                    # channels of the maps
+        self.extras = nn.ModuleList([_extra(*c, bn=True) for c in self.cfg])
         _xavier(self.extras)
+    @staticmethod
+    def _first(size:int)->int:
+        for _ in range(3): size = (size - 1) // 2 + 1                        # conv1, maxpool, layer2: stride 2 each
+        return size
+    @classmethod
+    def layout(cls, size:int)->tuple:
+        "The extra layers for `size` px: MLPerf's five if its last map survives, else stride-2 layers down to 1x1."
+        fs = [cls._first(size)]
+        for *_, s, p in cls.extra_cfg: fs.append(_conv_out(fs[-1], s, p))
+        if min(fs) >= 1: return cls.extra_cfg
+        cfg, f = [], cls._first(size)
+        while f > 1:
+            cfg.append(cls.extra_cfg[len(cfg)] if len(cfg) < 3 else cls.small_cfg); f = _conv_out(f, 2, 1)
+        return tuple(cfg)
     def fmap_sizes(self, size:int)->list:
-        "Sides of the six feature maps for a `size` px input."
-        f = size
-        for _ in range(3): f = (f - 1) // 2 + 1                              # conv1, maxpool, layer2: stride 2 each
-        fs = [f]
-        for *_, s, p in self.extra_cfg: fs.append(_conv_out(fs[-1], s, p))
+        "Sides of the feature maps for a `size` px input."
+        fs = [self._first(size)]
+        for *_, s, p in self.cfg: fs.append(_conv_out(fs[-1], s, p))
         return fs
     def forward(self, x):
         out = [self.body(x)]
@@ -211,14 +226,15 @@ class SSD300(SSDModel):
 # %% ../nbs/07_ssd300.ipynb #5b407a91
 def ssd_model(n_classes:int, # object classes, background not counted
               backbone:str='vgg16', # 'vgg16' (the paper's), 'resnet34' (MLPerf's) or 'resnet18'
-              size:int=300, # input size (checked: the last feature map must not vanish)
+              size:int=300, # input size: VGG16 needs 268 px or more; a ResNet body is laid out for it
               pretrained:bool=False # try torchvision's ImageNet weights for the backbone
              )->SSD300:
-    "SSD300 with a VGG16-atrous or ResNet body: outputs `(clas [bs, A, C+1], bbox [bs, A, 4])`, A = 8732 at 300 px."
+    "SSD with a VGG16-atrous or ResNet body: outputs `(clas [bs, A, C+1], bbox [bs, A, 4])`, A = 8732 at 300 px."
     if backbone == 'vgg16': body = VGGAtrous(pretrained)
-    elif backbone in ('resnet18', 'resnet34'): body = ResNetSSD(backbone, pretrained)
+    elif backbone in ('resnet18', 'resnet34'): body = ResNetSSD(backbone, pretrained, size)
     else: raise ValueError(f"backbone must be 'vgg16', 'resnet34' or 'resnet18', got {backbone!r}")
-    m = SSD300(body, SSDHead(n_classes, body.nfs, [2 + 2 * len(r) for r in SSD300_RATIOS]))
+    ratios = SSD300_RATIOS[:len(body.nfs)]                                    # the first maps' ratios when there are fewer maps
+    m = SSD300(body, SSDHead(n_classes, body.nfs, [2 + 2 * len(r) for r in ratios]), ratios)
     m.fmap_sizes(size)
     return m
 

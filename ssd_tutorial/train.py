@@ -25,7 +25,7 @@ __all__ = ['STAGES', 'LOSSES', 'AUG_FLAGS', 'stage_priors', 'make_loss', 'decode
 # %% ../nbs/07a_train.ipynb #7a000007
 def _ssd_priors(model, size:int)->tuple:
     fm = model.fmap_sizes(size)
-    return ssd_anchors(fmaps=fm), ssd_grid_sizes(fmaps=fm)
+    return ssd_anchors(fmaps=fm, ratios=model.ratios), ssd_grid_sizes(fmaps=fm, ratios=model.ratios)
 
 # min_bs: batch norm on a 1x1 map needs two images per batch to train (the multi-grid head's 1x1 grid, the
 # extra layers of SSD's ResNet bodies; SSD's VGG16 has no batch norm but is held to the same rule)

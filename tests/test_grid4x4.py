@@ -175,5 +175,7 @@ def test_stage_table_keeps_rows_across_notebooks(tmp_path):
     stage_table('grid', res(.3, .07), 6144, 2, 180., path=p)
     t = stage_table('multi', res(.25, .06), 6144, 2, 175.4, path=p).splitlines()
     assert len(t) == 3 and t[1].split()[:5] == ['grid', '6144', '2', '0.300', '0.070'] and t[2].endswith('175s')
-    assert len(stage_table('grid', res(.5, .1), 1, 1, 1., path=p).splitlines()) == 3      # a re-run replaces its row
+    t = stage_table('grid', res(.5, .1), 1, 1, 1., path=p).splitlines()                  # a re-run replaces its row
+    assert len(t) == 2 and t[1].split()[3] == '0.500'                                      # and shows no later stage
+    assert len(stage_table('multi', res(.2, .05), 1, 1, 1., path=p).splitlines()) == 3
     assert len(stage_table('x', res(0, 0), 1, 1, 1., path=tmp_path / 'no.json', keep=False).splitlines()) == 2 and not (tmp_path / 'no.json').exists()

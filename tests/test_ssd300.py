@@ -166,7 +166,7 @@ def test_resnet_models(arch, rn18):
     with torch.no_grad():
         maps = m.body(torch.randn(1, 3, 300, 300)); clas, bbox = m.head(maps)
     assert [f.shape[-1] for f in maps] == m.fmap_sizes(300) == list(FMAPS)
-    assert [f.shape[1] for f in maps] == list(ResNetSSD.nfs)
+    assert [f.shape[1] for f in maps] == list(m.body.nfs) == [256, 512, 512, 256, 256, 256]
     assert clas.shape == (1, 8732, 21) and bbox.shape == (1, 8732, 4)
     l3 = m.body.body[6][0]
     assert l3.conv1.stride == (1, 1) and l3.downsample[0].stride == (1, 1)
@@ -179,8 +179,31 @@ def test_resnet_fmap_sizes_follow_the_network(size, rn18):
     fs = m.fmap_sizes(size)
     assert clas.shape[1] == len(ssd_anchors(fmaps=fs)) == sum(f * f * k for f, k in zip(fs, m.head.ks))
 
+@pytest.mark.parametrize('size,fmaps', [(128, [16, 8, 4, 2, 1]), (256, [32, 16, 8, 4, 2, 1]), (64, [8, 4, 2, 1])])
+def test_resnet_small_inputs_get_a_shorter_layout(size, fmaps):
+    "Below 257 px a ResNet body halves its map down to 1x1; the head, the ratios and the default boxes follow."
+    m = ssd_model(5, 'resnet18', size=size).eval()
+    with torch.no_grad():
+        maps = m.body(torch.randn(2, 3, size, size)); clas, bbox = m.head(maps)
+    assert [f.shape[-1] for f in maps] == m.fmap_sizes(size) == fmaps
+    assert [f.shape[1] for f in maps] == list(m.body.nfs)
+    assert m.ratios == SSD300_RATIOS[:len(fmaps)] and len(m.head.ks) == len(fmaps)
+    assert clas.shape[1] == bbox.shape[1] == len(ssd_anchors(fmaps=fmaps, ratios=m.ratios)) == sum(f * f * k for f, k in zip(fmaps, m.head.ks))
+    if size == 128: assert clas.shape[1] == 1532
+
+def test_small_ssd_checkpoint_round_trip(tmp_path):
+    "`load_checkpoint` rebuilds the layout of the size the model was saved at, and `stage_priors` gives its boxes."
+    from ssd_tutorial.train import stage_priors
+    m = ssd_model(5, 'resnet18', size=128).eval()
+    ck = save_checkpoint(m, tmp_path / 'small', stage='ssd', classes=list('abcde'), size=128, backbone='resnet18')
+    m2, cfg = load_checkpoint(ck)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad(): assert torch.equal(m(x)[0], m2(x)[0])
+    anchors, gs = stage_priors('ssd', m2, 128)
+    assert len(anchors) == len(gs) == 1532
+
 def test_bad_sizes_and_backbones():
-    with pytest.raises(ValueError, match='too small'): ssd_model(3, 'resnet18', size=256)
+    with pytest.raises(ValueError, match='too small'): ssd_model(3, 'vgg16', size=256)
     with pytest.raises(ValueError, match='backbone must be'): ssd_model(3, 'resnet50')
 
 def test_pretrained_falls_back_with_a_warning(monkeypatch):
