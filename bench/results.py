@@ -5,8 +5,8 @@ weights, batch 32, 2 epochs, one-cycle lr 1e-3, multigrid head dropout 0.1 and b
 hardware has it; --fp32 turns it off), with one stage and loss at the stage's input size (128 px for grid4x4 and
 multigrid, 300 px for ssd, whose loss can also be multibox); several seeds show the noise.
 Metrics on the 160 validation images: VOC07 mAP@0.5 (11-point) and COCO AP@[.5:.95].
-Usage: python bench/results.py [--seeds 0 1 2] [--epochs 2] [--n-train 10240] [--lr 1e-3] [--fp32] [--configs grid4x4:bce multigrid:bce multigrid:focal ssd:bce ssd:focal ssd:multibox]
-A config with a third part, an augmentation (`ssd:multibox:none`, `ssd:multibox:ssd`, `ssd:multibox:ssd-no-zoom`:
+Usage: python bench/results.py [--seeds 0 1 2] [--epochs 2] [--n-train 10240] [--lr 1e-3] [--fp32] [--configs grid4x4:bce multigrid:bce multigrid:focal ssd:bce ssd:focal ssd:multibox ssd@128:multibox]
+A stage may name its input size (`ssd@128`: the SSD laid out for 128 px, 07c_ssd_small). A config with a third part, an augmentation (`ssd:multibox:none`, `ssd:multibox:ssd`, `ssd:multibox:ssd-no-zoom`:
 `get_dls(aug=)`, 08_augment), is an ablation row: those go into bench/augment.md, whose table also gives the COCO AP of
 small and medium objects (the questions of the paper's Tables 2 and 6: what augmentation, and zoom out in particular, do for small objects).
 On a 2-core CPU with AVX512-BF16 a 128 px run takes about 5.5 minutes, an ssd run (300 px) about 45: run the ssd
@@ -17,9 +17,9 @@ from pathlib import Path
 from ssd_tutorial.all import *
 from ssd_tutorial.train import train_detector, bf16_native, STAGES, AUG_FLAGS
 
-def run(stage, loss, seed, epochs, lr, train, valid, drop, bf16, aug='none'):
+def run(stage, loss, seed, epochs, lr, train, valid, drop, bf16, aug='none', size=None):
     t0 = time.time()
-    size = STAGES[stage]['size']
+    size = size or STAGES[stage]['size']
     learn = train_detector(train, valid, SHAPES, stage, size=size, bs=32, epochs=epochs, lr=lr, backbone='resnet18', seed=seed, loss=loss,
                            model_kw=dict(drop=drop) if stage == 'multigrid' else None, bf16=bf16, aug=AUG_FLAGS[aug])
     t = time.time() - t0
@@ -49,13 +49,15 @@ def main():
     rows, aug_rows = [], []
     for cfg in a.configs:
         stage, loss, *aug = cfg.split(':')
+        stage, _, size = stage.partition('@')                      # `ssd@128`: the stage at another input size
+        size = int(size) if size else None
         if aug and aug[0] not in AUG_FLAGS: p.error(f'unknown augmentation {aug[0]!r} in {cfg}; known: {list(AUG_FLAGS)}')
-        rs = [run(stage, loss, s, a.epochs, a.lr, train, valid, a.drop, bf16, *aug) for s in a.seeds]
+        rs = [run(stage, loss, s, a.epochs, a.lr, train, valid, a.drop, bf16, *(aug or ['none']), size=size) for s in a.seeds]
         for s, r in zip(a.seeds, rs): print(f'{cfg} seed {s}: mAP@0.5 {r["map50"]:.3f}, COCO AP {r["ap"]:.3f}, {r["secs"]:.0f}s', flush=True)
         m = lambda k: '-' if None in [r[k] for r in rs] else f'{np.mean([r[k] for r in rs]):.3f} ± {np.std([r[k] for r in rs]):.3f}'
-        cmd = (f"`ssd-tutorial train --stage {stage} --loss {loss} --n-train {a.n_train} --epochs {a.epochs} --lr {a.lr:g}" + (f' --drop {a.drop}' if stage == 'multigrid' else '')
+        cmd = (f"`ssd-tutorial train --stage {stage}" + (f' --size {size}' if size else '') + f" --loss {loss} --n-train {a.n_train} --epochs {a.epochs} --lr {a.lr:g}" + (f' --drop {a.drop}' if stage == 'multigrid' else '')
                + (f' --aug {aug[0]}' if aug and aug[0] != 'none' else '') + (' --bf16' if bf16 else '') + '`')
-        common = f"| {stage} | {STAGES[stage]['size']} px | {loss} |"
+        common = f"| {stage} | {size or STAGES[stage]['size']} px | {loss} |"
         if aug: aug_rows.append(f"{common} {aug[0]} | {m('map50')} | {m('ap')} | {m('aps')} | {m('apm')} | {np.mean([r['secs'] for r in rs]):.0f} s | {machine} | {cmd} |")
         else: rows.append(f"{common} {m('map50')} | {m('ap50')} | {m('ap')} | {np.mean([r['secs'] for r in rs]):.0f} s | {machine} | {cmd} |")
     for out, rs, head in ((a.out, rows, HEAD), (a.aug_out, aug_rows, HEAD_AUG)):
