@@ -8,3 +8,22 @@ def timeit(f, reps, sync):
     for _ in range(reps): f()
     sync()
     return (time.perf_counter() - t) / reps
+
+import contextlib, datetime, io, platform, sys
+
+@contextlib.contextmanager
+def report(out, script=None):
+    "Print as usual; with `out`, also keep what was printed in the markdown file `out`, under the command and the machine."
+    buf = io.StringIO()
+    class Tee(io.TextIOBase):
+        def write(self, s): sys.__stdout__.write(s); buf.write(s); return len(s)
+        def flush(self): sys.__stdout__.flush()
+    with contextlib.redirect_stdout(Tee()): yield
+    if out:
+        import os, torch
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        here = os.path.relpath(os.getcwd(), root)
+        cmd = ('' if here == '.' else f'cd {here} && ') + ' '.join(['python', sys.argv[0]] + sys.argv[1:])
+        head = (f'`{cmd}` ({datetime.date.today()}; {os.cpu_count()}-core CPU ({platform.machine()}), torch {torch.__version__}; '
+                f'written by the script itself)\n\n')
+        with open(out, 'w') as f: f.write(head + '```\n' + buf.getvalue() + '```\n')

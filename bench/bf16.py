@@ -3,12 +3,13 @@
 One fastai training step (forward, the loss, backward, Adam) of each stage's model, ResNet18 at the stage's input size
 (128 px; 300 for ssd), batch 32, on a fixed batch of easy shapes images; the two precisions alternate so machine noise hits both alike. Prints the
 seconds per step of each and the speed-up (float32 time / bfloat16 time), on CUDA when present, else on the CPU.
-Usage: python bench/bf16.py [--reps N] [--stages grid4x4 multigrid ssd] [--loss bce|focal|multibox]"""
+`--out FILE` also keeps the table in FILE (bench/bf16.md).
+Usage: python bench/bf16.py [--reps N] [--stages grid4x4 multigrid ssd] [--loss bce|focal|multibox] [--out bench/bf16.md]"""
 import argparse, copy, torch
 from fastai.vision.all import Learner
 from ssd_tutorial.all import *
 from ssd_tutorial.train import STAGES, BF16Training, bf16_native, stage_priors, make_loss
-from _timing import timeit
+from _timing import timeit, report
 
 def stepper(learn):
     "A callable doing one training step of `learn` on a fixed batch, through fastai's batch loop and callbacks."
@@ -23,7 +24,11 @@ def main():
     p.add_argument('--reps', type=int, default=5)
     p.add_argument('--stages', nargs='+', default=['grid4x4', 'multigrid'])
     p.add_argument('--loss', default='bce')
+    p.add_argument('--out', help='also keep the table in this markdown file')
     a = p.parse_args()
+    with report(a.out, 'bench/bf16.py'): run(a)
+
+def run(a):
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     path = get_shapes(64, 16, size=128, difficulty='easy', progress=False)
     sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)

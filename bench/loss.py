@@ -1,12 +1,15 @@
 """Batched `SSDLoss` against the per-image loop of the 02_grid4x4 notebook, in the same run.
 
 bs 64, 1-10 objects per image, 16, 189 and 8732 anchors; CPU, and CUDA when present. Prints the time per call of
-each and the speed-up (loop time / batched time), forward and backward together.
-Usage: python bench/loss.py [--reps N]"""
+each and the speed-up (loop time / batched time), forward and backward together; and the batched loss with its class
+loss in one call instead of cache-sized groups of images (`_conf_sum`, "Making it fast" in 02_grid4x4), with that
+speed-up. `--out FILE` also keeps the table in FILE (bench/loss.md).
+Usage: python bench/loss.py [--reps N] [--out bench/loss.md]"""
 import argparse, torch, torch.nn.functional as F
 from ssd_tutorial.boxes import *
 from ssd_tutorial.grid4x4 import *
-from _timing import timeit
+import ssd_tutorial.grid4x4 as g4
+from _timing import timeit, report
 
 def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):
     "The per-image loss exactly as taught in nbs/02_grid4x4.ipynb."
@@ -44,10 +47,14 @@ def make_batch(bs, n_cls=20, seed=0):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0]); p.add_argument('--reps', type=int, default=5)
+    p.add_argument('--out', help='also keep the table in this markdown file')
     args = p.parse_args()
+    with report(args.out, 'bench/loss.py'): run(args)
+
+def run(args):
     devs = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads; bs 64, 20 classes, 1-10 objects per image')
-    print(f'{"device":6} {"anchors":>7} {"loop ms":>9} {"batched ms":>11} {"speed-up":>9}')
+    print(f'{"device":6} {"anchors":>7} {"loop ms":>9} {"batched ms":>11} {"speed-up":>9} {"one-call ms":>12} {"groups speed-up":>16}')
     for dev in devs:
         sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
         bb, lb = (t.to(dev) for t in make_batch(64))
@@ -60,6 +67,11 @@ def main():
             assert torch.allclose(a, b, rtol=1e-4), (a, b)
             t_loop = timeit(lambda: loop_loss((clas, bbox), bb, lb, anc, gs).backward(), args.reps, sync)
             t_bat = timeit(lambda: lf((clas, bbox), bb, lb).backward(), args.reps, sync)
-            print(f'{dev:6} {n:7d} {t_loop * 1e3:9.2f} {t_bat * 1e3:11.2f} {t_loop / t_bat:8.1f}x')
+            fast, g4._conf_sum = g4._conf_sum, lambda f, c, g: f(c, g)     # the class loss in one call
+            try:
+                assert torch.allclose(lf((clas, bbox), bb, lb), b, rtol=1e-4)
+                t_one = timeit(lambda: lf((clas, bbox), bb, lb).backward(), args.reps, sync)
+            finally: g4._conf_sum = fast
+            print(f'{dev:6} {n:7d} {t_loop * 1e3:9.2f} {t_bat * 1e3:11.2f} {t_loop / t_bat:8.1f}x {t_one * 1e3:12.2f} {t_one / t_bat:15.1f}x')
 
 if __name__ == '__main__': main()

@@ -96,6 +96,7 @@ def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
     if m is None: m = fn(weights=None)
     return nn.Sequential(*list(m.children())[:-2])
 
+# %% ../nbs/02_grid4x4.ipynb #02f00004
 def _grid_stride(size:int, n:int=4)->int:
     "Stride of the last head conv so that a `size` px image ends on an `n`x`n` grid."
     f = math.ceil(size / 32)
@@ -103,6 +104,7 @@ def _grid_stride(size:int, n:int=4)->int:
     if math.ceil(f / 2) == n: return 2
     raise ValueError(f'image size {size} gives a {f}x{f} body map; use a size that gives 4x4 (128) or 7-8 (224, 256)')
 
+# %% ../nbs/02_grid4x4.ipynb #02f00005
 class SSDModel(nn.Module):
     "A body and a head; returns `(clas [bs, A, C+1], bbox [bs, A, 4])`."
     def __init__(self, body:nn.Module, head:nn.Module):
@@ -148,6 +150,7 @@ def match_batch(bboxes:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding row
     gt_overlap = torch.where(forced >= 0, 1.99, gt_overlap)
     return gt_idx, gt_overlap > thresh
 
+# %% ../nbs/02_grid4x4.ipynb #02f00001
 class SSDLoss:
     "SSD loss for fastai: `loss(preds, bboxes, labels)`, summed over the batch; L1 box loss + `conf_loss`."
     def __init__(self, anchors:Tensor, # `[A, 4]` cthw, relative units
@@ -175,10 +178,7 @@ class SSDLoss:
         gt_bb = gt.gather(1, gt_idx[..., None].expand(-1, -1, 4))
         l1 = ((actn_to_bb(bbox.float(), self.anchors, self.grid_size) - gt_bb).abs().sum(-1) * pos).sum(1)
         loc = (l1 / (4 * pos.sum(1)).clamp(min=1)).sum()
-        clas = clas.float()
-        # on a CPU, groups of images of about 1M logits stay in cache: ~3x faster than one pass at 8732 anchors
-        step = len(clas) if clas.device.type != 'cpu' else max(1, 2**20 // (clas.shape[1] * clas.shape[2]))
-        conf = sum(self.conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
+        conf = _conf_sum(self.conf_loss, clas.float(), gt_clas)                  # the class loss of the batch
         if self.per_positive: conf = conf * len(clas) / pos.sum().clamp(min=1)   # 07a_train: the SSD300 setting
         return loc, conf
     def __call__(self, preds, bboxes, labels)->Tensor:
@@ -195,6 +195,7 @@ def grid_detections(clas:Tensor, # logits `[bs, A, C+1]`
     scores, labels = torch.sigmoid(clas.float()[..., 1:]).max(-1)
     return [dict(boxes=b[s > thresh], scores=s[s > thresh], labels=l[s > thresh] + 1) for b, s, l in zip(boxes, scores, labels)]
 
+# %% ../nbs/02_grid4x4.ipynb #02f00006
 def show_preds(model, # a model, or `{name: model}` for one row per model
                dls, anchors, grid_size, n:int=6, thresh:float=.3, figsize_per:float=3.,
                detect=grid_detections # `detect(clas, bbox, anchors, grid_size, thresh)` -> per-image dicts
@@ -233,6 +234,13 @@ def stage_table(name:str, # this stage's row name
     upto = list(rows)[:list(rows).index(name) + 1]                                  # a re-run shows no later stage
     return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} {rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])
 
+# %% ../nbs/02_grid4x4.ipynb #02f00013
+def _conf_sum(conf_loss, clas:Tensor, gt_clas:Tensor)->Tensor:
+    "`conf_loss` summed over groups of images of about 2**20 logits each on a CPU (they stay in cache); one call elsewhere."
+    if clas.device.type != 'cpu': return conf_loss(clas, gt_clas)
+    step = max(1, 2**20 // (clas.shape[1] * clas.shape[2]))
+    return sum(conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
+
 # %% ../nbs/02_grid4x4.ipynb #5403085c
 def _atomic_write(path:Path, write):
     "Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`: never a half-written file."
@@ -251,6 +259,7 @@ def save_checkpoint(model:nn.Module, path, **config)->Path:
     _atomic_write(path.with_suffix('.json'), lambda f: f.write_text(json.dumps(config, indent=1)))
     return path
 
+# %% ../nbs/02_grid4x4.ipynb #02f00007
 MODEL_FACTORIES = {'grid4x4': grid_model}
 
 def _read_config(cfg_path:Path)->dict:
@@ -261,6 +270,7 @@ def _read_config(cfg_path:Path)->dict:
     if cfg['stage'] not in MODEL_FACTORIES: raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(MODEL_FACTORIES)}")
     return cfg
 
+# %% ../nbs/02_grid4x4.ipynb #02f00008
 def load_checkpoint(path, device='cpu')->tuple:
     "`(model, config)` from a checkpoint written by `save_checkpoint`; a bad file is a one-line error naming it."
     path = Path(path).with_suffix('.pth')

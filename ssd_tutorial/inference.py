@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from .boxes import *
 from .data import *
-from .data import _TURN, _orientation, _rgb8, _load
+from .files import _TURN, _orientation, _rgb8, _load
 from .grid4x4 import *
 from .grid4x4 import _atomic_write
 from .multigrid import *

@@ -28,13 +28,7 @@ def nms(boxes:Tensor, # `[n, 4]` tlbr
         order = order[box_iou(boxes[best][None], boxes[order])[0] <= iou_thresh]
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
 
-# %% ../nbs/05_nms.ipynb #9895c941
-def _group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
-    "NMS within each group: one shifted `nms` call for up to 4000 boxes, else `batched_nms` (one `nms` per group)."
-    if len(boxes) > 4000: return batched_nms(boxes.double(), scores.double(), groups, iou_thresh)
-    shifted = boxes.double() + groups[:, None].double() * 2                         # boxes in [0,1]: 2 apart never overlap
-    return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
-
+# %% ../nbs/05_nms.ipynb #05f00003
 def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
                  bbox:Tensor, # box activations `[bs, A, 4]`
                  anchors:Tensor, # `[A, 4]` cthw
@@ -76,3 +70,10 @@ def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45
         res.append(dict(boxes=torch.stack([d[1] for d in dets]) if dets else bbox.new_zeros(0, 4),
                         scores=torch.tensor([d[0] for d in dets]), labels=torch.tensor([d[2] for d in dets], dtype=torch.long)))
     return res
+
+# %% ../nbs/05_nms.ipynb #05f00011
+def _group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
+    "NMS within each group: one shifted `nms` call for up to 4000 boxes, else `batched_nms` (one `nms` per group)."
+    if len(boxes) > 4000: return batched_nms(boxes.double(), scores.double(), groups, iou_thresh)
+    shifted = boxes.double() + groups[:, None].double() * 2                         # boxes in [0,1]: 2 apart never overlap
+    return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
