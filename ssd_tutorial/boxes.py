@@ -39,7 +39,7 @@ def box_iou(a:Tensor, # boxes `[n,4]` in tlbr
     union = box_area(a)[:, None] + box_area(b)[None] - inter
     return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
 
-# %% ../nbs/00_boxes.ipynb #ee7c9e77
+# %% ../nbs/00_boxes.ipynb #338fe200
 def class_colors(n:int=10, # number of colours
                  cmap:str='tab10' # a matplotlib colour map
                 )->list:
@@ -47,6 +47,7 @@ def class_colors(n:int=10, # number of colours
     cm = plt.get_cmap(cmap)
     return [cm(i % cm.N) for i in range(n)]
 
+# %% ../nbs/00_boxes.ipynb #e85e3df6
 def _outline(o, lw:float):
     o.set_path_effects([patheffects.Stroke(linewidth=lw, foreground='black'), patheffects.Normal()])
 

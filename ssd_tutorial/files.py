@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np, torch
 from PIL import Image
 from torch import Tensor
+from fastprogress.fastprogress import progress_bar
 from .boxes import *
 
 # %% auto #0

@@ -48,7 +48,7 @@ def actn_to_bb(actn:Tensor, # activations `[..., n_anchors, 4]`
     hw = anchors[:, 2:] * (t[..., 2:] / 2 + 1)
     return cthw2tlbr(torch.cat([ctr, hw], -1))
 
-# %% ../nbs/02_grid4x4.ipynb #6d9ecfed
+# %% ../nbs/02_grid4x4.ipynb #b424fbe7
 class StdConv(nn.Module):
     "3x3 conv, ReLU, batch norm, dropout."
     def __init__(self, nin:int, nout:int, stride:int=2, drop:float=.1):
@@ -56,11 +56,13 @@ class StdConv(nn.Module):
         self.conv, self.bn, self.drop = nn.Conv2d(nin, nout, 3, stride=stride, padding=1), nn.BatchNorm2d(nout), nn.Dropout(drop)
     def forward(self, x): return self.drop(self.bn(F.relu(self.conv(x))))
 
+# %% ../nbs/02_grid4x4.ipynb #1bf4d155
 def flatten_conv(x:Tensor, k:int)->Tensor:
     "`[bs, k*c, H, W]` -> `[bs, H*W*k, c]`: anchors row by row, then the `k` anchors of a cell."
     bs, nf, h, w = x.shape
     return x.permute(0, 2, 3, 1).reshape(bs, h * w * k, nf // k)
 
+# %% ../nbs/02_grid4x4.ipynb #cd77cb87
 class OutConv(nn.Module):
     "Class scores `[bs, H*W*k, C+1]` and box activations `[bs, H*W*k, 4]` of `k` anchors per cell."
     def __init__(self, k:int, nin:int, n_classes:int, bias:float):
@@ -241,7 +243,7 @@ def _conf_sum(conf_loss, clas:Tensor, gt_clas:Tensor)->Tensor:
     step = max(1, 2**20 // (clas.shape[1] * clas.shape[2]))
     return sum(conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
 
-# %% ../nbs/02_grid4x4.ipynb #5403085c
+# %% ../nbs/02_grid4x4.ipynb #622e45af
 def _atomic_write(path:Path, write):
     "Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`: never a half-written file."
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
@@ -250,6 +252,7 @@ def _atomic_write(path:Path, write):
         os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
 
+# %% ../nbs/02_grid4x4.ipynb #bd17ab13
 def save_checkpoint(model:nn.Module, path, **config)->Path:
     "Save `model`'s weights to `path` (`.pth`) and `config` beside it (`.json`), each atomically; returns the `.pth` path."
     path = Path(path).with_suffix('.pth')

@@ -390,3 +390,12 @@ def test_get_shapes_regenerates_its_own_folder(tmp_path):
     (p / 'shapes.json').write_text('{"incomplete": true}')  # as an interrupted make_shapes leaves it
     get_shapes(2, 1, size=64, path=p, progress=False)
     assert json.loads((p / 'shapes.json').read_text())['n_train'] == 2
+
+def test_check_images_many(tmp_path):
+    "A thousand images or more are checked behind a progress bar, and a broken one among them is still named."
+    fns = []
+    for i in range(1000):
+        fns.append(tmp_path / f'{i}.png'); Image.new('RGB', (4, 4)).save(fns[-1])
+    check_images(fns)
+    (tmp_path / '7.png').write_bytes(b'not an image')
+    with pytest.raises(DataError, match=r'7\.png'): check_images(fns)
