@@ -25,6 +25,7 @@ def _np(v, dtype=None):
 def _get(x, k, default=None):
     return getattr(x, k, default) if not isinstance(x, dict) else x.get(k, default)
 
+# %% ../nbs/06_metrics.ipynb #6f3a5ab1
 def _prep(gts:list, dets:list, classes=None)->tuple:
     "Ground truth and detections as numpy arrays with labels `1..C` (positions in `classes`), and `classes`."
     if len(gts) != len(dets): raise ValueError(f'{len(gts)} ground-truth entries but {len(dets)} detection entries')
@@ -46,6 +47,7 @@ def _prep(gts:list, dets:list, classes=None)->tuple:
               l=lab(ls, 'the detections', i)) for i, (d, ls) in enumerate(zip(dets, labels[len(gts):]))]
     return G, D, list(classes)
 
+# %% ../nbs/06_metrics.ipynb #c3a936a2
 def _iou_np(a, b, crowd=None):
     "IoU of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous); for a `crowd` box of `b`, the part of `a` inside it."
     lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
@@ -55,6 +57,7 @@ def _iou_np(a, b, crowd=None):
     if crowd is not None: union = np.where(crowd[None], area(a)[:, None], union)   # COCO's rule for crowd regions
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.)
 
+# %% ../nbs/06_metrics.ipynb #f53e0794
 def _voc_match(G, D, k, iou_thresh):
     recs, n_pos = [], 0
     for i, (g, d) in enumerate(zip(G, D)):
@@ -76,6 +79,7 @@ def _voc_match(G, D, k, iou_thresh):
     keep = (tp + fp) > 0
     return np.array([recs[q][0] for q in order])[keep], tp[keep], fp[keep], n_pos
 
+# %% ../nbs/06_metrics.ipynb #5ce127bd
 def voc_match(gts:list, # `Record`s, or dicts of `boxes`, `labels`, `difficult`
               dets:list, # dicts of `boxes`, `scores`, `labels`
               label, # the class: a name (or an integer label)
@@ -95,6 +99,7 @@ def voc_ap(rec:np.ndarray, prec:np.ndarray, use_07:bool=True)->float:
     i = np.nonzero(mrec[1:] != mrec[:-1])[0]
     return float(((mrec[i + 1] - mrec[i]) * mpre[i + 1]).sum())
 
+# %% ../nbs/06_metrics.ipynb #06adf7c8
 def pr_curve(tp:np.ndarray, fp:np.ndarray, n_pos:int)->tuple:
     "`(recall, precision)` along the sorted detections."
     ctp, cfp = np.cumsum(tp), np.cumsum(fp)
@@ -122,6 +127,7 @@ def _in_area(b, area):
     a = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return (a >= area[0]) & (a <= area[1])
 
+# %% ../nbs/06_metrics.ipynb #88677e8f
 def _coco_match(db, gb, iou_thrs, area=COCO_AREAS['all'], crowd=None):
     "COCOeval's greedy matching in one image and class (dets sorted by score): `[T, n_det]` TP and FP flags, objects counted."
     crowd = np.zeros(len(gb), bool) if crowd is None else crowd
@@ -142,6 +148,7 @@ def _coco_match(db, gb, iou_thrs, area=COCO_AREAS['all'], crowd=None):
     d_ign |= ~hit & ~_in_area(db, area)[None]    # an unmatched detection of another size is not held against this one
     return hit & ~d_ign, ~hit & ~d_ign, int((~ign).sum())
 
+# %% ../nbs/06_metrics.ipynb #21af39f1
 def _coco_precision(scores, tps, fps, n_gt, iou_thrs, rec_thrs):
     "Precision at each recall threshold, `[T, R]`, of the detections of one class pooled over all images."
     o = np.argsort(-np.concatenate(scores), kind='mergesort')
@@ -155,6 +162,7 @@ def _coco_precision(scores, tps, fps, n_gt, iou_thrs, rec_thrs):
         q[t] = np.where(idx < len(pr), pr[np.minimum(idx, len(pr) - 1)], 0.)
     return q
 
+# %% ../nbs/06_metrics.ipynb #bc6d644e
 def coco_map(gts:list, # `Record`s or dicts (boxes tlbr, labels, optional `crowd`); `difficult` is not used
              dets:list, # per image: dict of `boxes`, `scores`, `labels`
              classes=None, # class names (or integer labels); default: all found in `gts` and `dets`
@@ -193,6 +201,7 @@ def gts_to_coco(gts:list, classes=None, sizes=None)->dict:
                              area=(b[2] - b[0]) * (b[3] - b[1]), iscrowd=int(cr)))
     return dict(images=images, annotations=anns, categories=[dict(id=i + 1, name=str(c)) for i, c in enumerate(classes)])
 
+# %% ../nbs/06_metrics.ipynb #d0e2899a
 def dets_to_coco(dets:list, classes=None, image_ids=None)->list:
     "COCO results list (`image_id`, `category_id` = position in `classes` + 1, `bbox` [x,y,w,h], `score`) of `dets`."
     _, D, classes = _prep([{}] * len(dets), dets, classes)
@@ -216,6 +225,7 @@ def preds_to_dets(decoded:list, # `decode_preds` output: per image `boxes` (rela
                         scores=d['scores'].cpu(), labels=[classes[l - 1] for l in d['labels'].tolist()]))
     return out
 
+# %% ../nbs/06_metrics.ipynb #3f1e3a53
 def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32,
                     score_thresh:float=.05, iou_thresh:float=.45, max_det:int=100, progress:bool=True,
                     detect=decode_preds # `detect(clas, bbox, anchors, grid_size, score_thresh, iou_thresh, max_det)` -> per-image dicts
@@ -233,6 +243,7 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size
         out += preds_to_dets(dec, recs, classes)
     return out
 
+# %% ../nbs/06_metrics.ipynb #90c33bf1
 def evaluate(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32, progress:bool=True,
              detect=decode_preds)->dict:
     "VOC (07 11-point and all-point) and COCO metrics of `model` on `records`, with its detections (read out by `detect`)."
@@ -255,6 +266,7 @@ def metrics_table(res:dict, classes:list)->str:
                                                             for n, k in (('small', 'APs'), ('medium', 'APm'), ('large', 'APl'))))
     return '\n'.join(lines)
 
+# %% ../nbs/06_metrics.ipynb #cbba80e6
 def plot_pr(gts:list, dets:list, classes:list, iou_thresh:float=.5, ax=None):
     "Precision-recall curve of every class (VOC matching at `iou_thresh`), with its all-point AP in the legend."
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5, 4))

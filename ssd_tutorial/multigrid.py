@@ -27,6 +27,7 @@ def multi_anchors(grids=(4, 2, 1), # cells per side of each grid, in the order o
         out.append(torch.cat([ctr, (wh / g).repeat(g * g, 1)], 1))
     return torch.cat(out)
 
+# %% ../nbs/03_multigrid.ipynb #f1998ced
 def multi_grid_sizes(grids=(4, 2, 1), # as in `multi_anchors`
                      k:int=9 # anchors per cell
                     )->Tensor: # `[sum(g*g)*k, 1]`: `1/g` for each anchor
@@ -51,6 +52,7 @@ class MultiHead(nn.Module):
         c3, b3 = self.outs[2](x)
         return torch.cat([c1, c2, c3], 1), torch.cat([b1, b2, b3], 1)  # in the anchor order
 
+# %% ../nbs/03_multigrid.ipynb #e00cfeca
 def multi_model(n_classes:int, # object classes, background not counted
                 pretrained:bool=False, # try the ImageNet weights
                 backbone:str='resnet34', # 'resnet18' or 'resnet34'

@@ -15,9 +15,10 @@ from .nms import _group_nms
 __all__ = ['SSD300_RATIOS', 'ssd_scales', 'ssd_anchors', 'ssd_grid_sizes', 'encode_boxes', 'decode_boxes', 'L2Norm', 'VGGAtrous',
            'ResNetSSD', 'SSDHead', 'SSD300', 'ssd_model', 'load_torchvision_ssd', 'MultiBoxLoss', 'decode_ssd']
 
-# %% ../nbs/07_ssd300.ipynb #7b4773a9
+# %% ../nbs/07_ssd300.ipynb #dceb6ba9
 SSD300_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))  # aspect ratios of each feature map: 4, 6, 6, 6, 4, 4 boxes
 
+# %% ../nbs/07_ssd300.ipynb #b36477e0
 def ssd_scales(n_maps:int=6, # feature maps
                s_min:float=.2, # scale of the second map (eq. 4)
                s_max:float=.9, # scale of the last map (eq. 4)
@@ -28,13 +29,14 @@ def ssd_scales(n_maps:int=6, # feature maps
     step = (s_max - s_min) / max(m - 1, 1)
     return [first] + [round(s_min + step * k, 10) for k in range(m + 1)]
 
-# %% ../nbs/07_ssd300.ipynb #daedf136
+# %% ../nbs/07_ssd300.ipynb #fa24d065
 def _cell_wh(s:float, s_next:float, ratios)->Tensor:
     "The `(w, h)` of the default boxes of one cell of scale `s`: `[2 + 2*len(ratios), 2]`."
     wh = [(s, s), (math.sqrt(s * s_next),) * 2]
     for r in ratios: wh += [(s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r))]
     return torch.tensor(wh)
 
+# %% ../nbs/07_ssd300.ipynb #4075445f
 def ssd_anchors(fmaps=(38, 19, 10, 5, 3, 1), # side of each (square) feature map, in the order of the head's outputs
                 scales=None, # `len(fmaps) + 1` scales; default `ssd_scales(len(fmaps))`
                 ratios=SSD300_RATIOS, # aspect ratios of each map (each `r` adds a wide and a tall box)
@@ -64,7 +66,7 @@ def ssd_grid_sizes(fmaps=(38, 19, 10, 5, 3, 1), # as in `ssd_anchors`
     return torch.cat([torch.full((f * f * (2 + 2 * len(r)), 1), steps[k] / size if steps else 1 / f)
                       for k, (f, r) in enumerate(zip(fmaps, ratios))])
 
-# %% ../nbs/07_ssd300.ipynb #6f454528
+# %% ../nbs/07_ssd300.ipynb #aaca7399
 def encode_boxes(gt:Tensor, # ground-truth boxes `[..., 4]` tlbr
                  anchors:Tensor, # their default boxes `[..., 4]` cthw (same units)
                  variances=(.1, .2) # scales of the centre and the size offsets
@@ -74,6 +76,7 @@ def encode_boxes(gt:Tensor, # ground-truth boxes `[..., 4]` tlbr
     return torch.cat([(g[..., :2] - anchors[..., :2]) / (anchors[..., 2:] * variances[0]),
                       torch.log(g[..., 2:] / anchors[..., 2:]) / variances[1]], -1)
 
+# %% ../nbs/07_ssd300.ipynb #c71d72df
 def decode_boxes(deltas:Tensor, # offsets `[..., 4]`, as from `encode_boxes` (or the model)
                  anchors:Tensor, # default boxes `[..., 4]` cthw
                  variances=(.1, .2), # as in `encode_boxes`
@@ -93,7 +96,7 @@ class L2Norm(nn.Module):
         self.weight = nn.Parameter(torch.full((nf,), float(scale)))
     def forward(self, x): return self.weight.view(1, -1, 1, 1) * F.normalize(x, dim=1)
 
-# %% ../nbs/07_ssd300.ipynb #2c7073df
+# %% ../nbs/07_ssd300.ipynb #aa8357ef
 def _xavier(m:nn.Module):
     "Xavier-uniform weights and zero biases for every conv of `m` (the initialisation of torchvision's SSD)."
     for l in m.modules():
@@ -107,6 +110,7 @@ def _extra(nin:int, mid:int, nout:int, stride:int, pad:int, bn:bool=False)->nn.S
     return nn.Sequential(nn.Conv2d(nin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
                          nn.Conv2d(mid, nout, 3, stride, pad, bias=False), nn.BatchNorm2d(nout), nn.ReLU(inplace=True))
 
+# %% ../nbs/07_ssd300.ipynb #0a34fc91
 def _conv_out(f:int, stride:int, pad:int, k:int=3)->int: return (f + 2 * pad - k) // stride + 1
 
 def _tv_model(arch:str, pretrained:bool)->nn.Module:
@@ -240,7 +244,7 @@ def ssd_model(n_classes:int, # object classes, background not counted
 
 MODEL_FACTORIES['ssd'] = ssd_model  # `load_checkpoint` can now rebuild SSD300 models
 
-# %% ../nbs/07_ssd300.ipynb #55a01f08
+# %% ../nbs/07_ssd300.ipynb #bdfe1b84
 def _copy_block(dst:nn.Module, src:nn.Module, name:str):
     "Copy the state of `src` into `dst`, tensor by tensor in order; an error naming `name` if they do not fit."
     d, s = list(dst.state_dict().values()), list(src.state_dict().values())
@@ -248,6 +252,7 @@ def _copy_block(dst:nn.Module, src:nn.Module, name:str):
         raise ValueError(f'load_torchvision_ssd: {name} does not fit ({[tuple(a.shape) for a in d][:4]}... vs {[tuple(b.shape) for b in s][:4]}...)')
     for a, b in zip(d, s): a.copy_(b)
 
+# %% ../nbs/07_ssd300.ipynb #d2f9a091
 def load_torchvision_ssd(model:SSD300, # an `ssd_model(n_classes, 'vgg16')`
                          tv:nn.Module # torchvision's `ssd300_vgg16(num_classes=n_classes + 1)`
                         )->SSD300: # `model`, with `tv`'s weights
@@ -263,7 +268,7 @@ def load_torchvision_ssd(model:SSD300, # an `ssd_model(n_classes, 'vgg16')`
         b.l2norm.weight.copy_(tb.scale_weight)
     return model
 
-# %% ../nbs/07_ssd300.ipynb #7d7f3c27
+# %% ../nbs/07_ssd300.ipynb #d60e5356
 def _iou_rows(a:Tensor, # boxes `[n, 4]` tlbr
               bt:Tensor # boxes `b` as coordinate rows `b.t()`, `[4, m]`
              )->Tensor: # `[n, m]`, equal to `box_iou(a, b)`
@@ -274,6 +279,7 @@ def _iou_rows(a:Tensor, # boxes `[n, 4]` tlbr
     union = (box_area(a)[:, None] + box_area(bt.t())[None]).sub_(inter)
     return inter.div_(union.clamp_(min=torch.finfo(inter.dtype).tiny))
 
+# %% ../nbs/07_ssd300.ipynb #3782ee2f
 def _ssd_match(gt:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows have width <= 0
                bt:Tensor, # default boxes as tlbr coordinate rows `[4, A]`
                thresh:float=.5 # default boxes with IoU >= this are positives (and each object's best)
@@ -291,7 +297,7 @@ def _ssd_match(gt:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows hav
     forced = torch.full_like(gt_idx, -1).scatter_reduce(1, prior_idx, obj, 'amax')
     return torch.where(forced >= 0, forced, gt_idx), (forced >= 0) | (gt_overlap >= thresh)
 
-# %% ../nbs/07_ssd300.ipynb #042ef092
+# %% ../nbs/07_ssd300.ipynb #c18a5c32
 def _bg_loss(clas:Tensor)->Tensor:
     "Cross-entropy of every box `[bs, A]` with class 0; on a CPU by groups of about 1M logits, which stay in the cache."
     bs, A, C1 = clas.shape
@@ -299,6 +305,7 @@ def _bg_loss(clas:Tensor)->Tensor:
     return torch.cat([F.cross_entropy(c.reshape(-1, C1), c.new_zeros(len(c) * A, dtype=torch.long), reduction='none').view(-1, A)
                       for c in clas.split(step)])
 
+# %% ../nbs/07_ssd300.ipynb #a2415825
 class MultiBoxLoss:
     "The SSD paper's loss for fastai: `loss(preds, bboxes, labels) = (L_conf + alpha * L_loc) / N`, hard negatives 3:1."
     def __init__(self, anchors:Tensor, # default boxes `[A, 4]` cthw in [0,1]
@@ -337,7 +344,7 @@ class MultiBoxLoss:
         conf, loc = self.parts(preds, bboxes, labels)
         return conf + self.alpha * loc
 
-# %% ../nbs/07_ssd300.ipynb #604086ce
+# %% ../nbs/07_ssd300.ipynb #4282349c
 def _nms_by_group(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
     "NMS within each group of `groups` (sorted); kept indices by decreasing score."
     if len(boxes) <= 4000: return _group_nms(boxes, scores, groups, iou_thresh)
@@ -346,6 +353,7 @@ def _nms_by_group(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)-
     keep = torch.cat([torchvision.ops.nms(b, s, iou_thresh) + i for b, s, i in zip(boxes.split(n), scores.split(n), starts)])
     return keep[scores[keep].argsort(descending=True, stable=True)]
 
+# %% ../nbs/07_ssd300.ipynb #dd8417ae
 def decode_ssd(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
                bbox:Tensor, # offsets `[bs, A, 4]`
                anchors:Tensor, # default boxes `[A, 4]` cthw
