@@ -25,6 +25,7 @@ def _arr(img)->np.ndarray:
     if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8: raise ValueError(f'expected an RGB image, uint8 [H,W,3]; got {a.dtype} {list(a.shape)}')
     return a
 
+# %% ../nbs/08_augment.ipynb #ce40a9a3
 def _like(a:np.ndarray, img):
     "The array `a` as the same kind of image as `img`."
     return Image.fromarray(a) if isinstance(img, Image.Image) else a
@@ -33,12 +34,14 @@ def _take(labels, keep:Tensor):
     "The `labels` (a tensor, or a list such as class names) where `keep` is true."
     return labels[keep] if isinstance(labels, Tensor) else [l for l, k in zip(labels, keep.tolist()) if k]
 
+# %% ../nbs/08_augment.ipynb #713345c1
 def _boxes(boxes, labels)->Tensor:
     "`boxes` as a float tensor `[n,4]`, checked against `labels`."
     b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     if len(b) != len(labels): raise ValueError(f'{len(b)} boxes but {len(labels)} labels')
     return b
 
+# %% ../nbs/08_augment.ipynb #148fef46
 def clip_boxes(boxes:Tensor, # `[n,4]` tlbr in pixels
                labels, # `n` labels (tensor or list)
                w:int, h:int # image size
@@ -57,6 +60,7 @@ def adjust_brightness(a:np.ndarray, delta:float)->np.ndarray:
     "Float RGB `a` in [0,255] plus `delta`, clipped."
     return (a + delta).clip(0, 255)
 
+# %% ../nbs/08_augment.ipynb #8851d645
 def adjust_contrast(a:np.ndarray, f:float)->np.ndarray:
     "Float RGB `a` blended with its mean grey: `f*a + (1-f)*mean`, clipped."
     return (f * a + (1 - f) * grey(a).mean()).clip(0, 255)
@@ -68,6 +72,7 @@ def adjust_saturation(a:np.ndarray, f:float)->np.ndarray:
 # %% ../nbs/08_augment.ipynb #909101ba
 def _frac(x:np.ndarray)->np.ndarray: return x - np.floor(x)  # `x % 1`, 20 times faster on float arrays
 
+# %% ../nbs/08_augment.ipynb #6a9d7e46
 def rgb2hsv(a:np.ndarray)->np.ndarray:
     "Float RGB `a` `[...,3]` in [0,1] as HSV in [0,1] (hue as a fraction of a turn)."
     r, g, b = a[..., 0], a[..., 1], a[..., 2]
@@ -76,6 +81,7 @@ def rgb2hsv(a:np.ndarray)->np.ndarray:
     h = _frac(np.where(v == r, g - b, np.where(v == g, b - r + 2 * d, r - g + 4 * d)) / np.where(d == 0, 6, 6 * d))
     return np.stack([h, d / np.where(v == 0, 1, v), v], -1)
 
+# %% ../nbs/08_augment.ipynb #07319d96
 def hsv2rgb(x:np.ndarray)->np.ndarray:
     "HSV `x` `[...,3]` in [0,1] as RGB in [0,1]."
     h, s, v = x[..., 0], x[..., 1], x[..., 2]
@@ -84,6 +90,7 @@ def hsv2rgb(x:np.ndarray)->np.ndarray:
         return v - v * s * np.minimum(np.minimum(k, 4 - k), 1).clip(0)
     return np.stack([chan(5), chan(3), chan(1)], -1)
 
+# %% ../nbs/08_augment.ipynb #7a647806
 def adjust_hue(a:np.ndarray, degrees:float)->np.ndarray:
     "Float RGB `a` in [0,255] with its hue turned by `degrees`."
     x = rgb2hsv(a / 255)
@@ -110,6 +117,7 @@ def photo_distort(img, # PIL image or `[H,W,3]` uint8 array
     if perm is not None: a = a[..., list(perm)]
     return _like(np.ascontiguousarray(a.round().clip(0, 255).astype(np.uint8)), img)
 
+# %% ../nbs/08_augment.ipynb #47c4e85e
 def photo_params(g:torch.Generator|None=None, # random generator; `None`: torch's global one
                  p:float=.5, # probability of each operation
                  brightness:float=32., contrast=(.5, 1.5), saturation=(.5, 1.5), hue:float=18. # ranges: ±, (lo, hi), (lo, hi), ± degrees
@@ -131,6 +139,7 @@ def random_photo_distort(img, boxes, labels, g:torch.Generator|None=None, **kwar
 # %% ../nbs/08_augment.ipynb #25cdf5e3
 MEAN_RGB = (124, 116, 104)  # ImageNet's mean pixel (0.485, 0.456, 0.406) x 255: zero after `Normalize`
 
+# %% ../nbs/08_augment.ipynb #c817e225
 def zoom_out(img, # PIL image or `[H,W,3]` uint8 array
              boxes, labels, # `[n,4]` tlbr pixels, `n` labels
              ratio:float, # canvas side over image side, >= 1
@@ -156,6 +165,7 @@ def zoom_out_params(w:int, h:int, # image size
     u = torch.rand(2, generator=g)
     return dict(ratio=r, left=int((int(w * r) - w) * u[0]), top=int((int(h * r) - h) * u[1]))
 
+# %% ../nbs/08_augment.ipynb #4b92a357
 def random_zoom_out(img, boxes, labels, g:torch.Generator|None=None,
                     p:float=.5, # probability of zooming out
                     max_ratio:float=4., fill=MEAN_RGB)->tuple:
@@ -172,6 +182,7 @@ def centres_inside(boxes:Tensor, # `[n,4]` tlbr (a tensor or an array)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     return (left < cx) & (cx < left + width) & (top < cy) & (cy < top + height)
 
+# %% ../nbs/08_augment.ipynb #514f8fdc
 def crop_objects(img, # PIL image or `[H,W,3]` uint8 array
                  boxes, labels, # `[n,4]` tlbr pixels, `n` labels
                  left:int, top:int, width:int, height:int # the patch, inside the image
@@ -192,6 +203,7 @@ def _patch_iou(b:np.ndarray, l, t, r, bt)->np.ndarray:
     inter = (np.minimum(b[:, 2], r) - np.maximum(b[:, 0], l)).clip(0) * (np.minimum(b[:, 3], bt) - np.maximum(b[:, 1], t)).clip(0)
     return inter / ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (r - l) * (bt - t) - inter)
 
+# %% ../nbs/08_augment.ipynb #0cbc0401
 def iou_crop_params(w:int, h:int, # image size
                     boxes:Tensor, # `[n,4]` tlbr pixels
                     options=SSD_CROP_OPTIONS, # minimum IoUs to draw from
@@ -218,6 +230,7 @@ def iou_crop_params(w:int, h:int, # image size
             return dict(min_iou=min_iou, left=left, top=top, width=cw, height=ch)
     return None
 
+# %% ../nbs/08_augment.ipynb #be8d5725
 def random_iou_crop(img, boxes, labels, g:torch.Generator|None=None, **kwargs)->tuple:
     "`crop_objects` on a patch drawn by `iou_crop_params(..., **kwargs)`, or the input when it draws the whole image."
     b, (h, w) = _boxes(boxes, labels), _arr(img).shape[:2]
@@ -232,6 +245,7 @@ def hflip(img, boxes, labels)->tuple:
     a = _arr(img); b, (h, w) = _boxes(boxes, labels), a.shape[:2]
     return (_like(np.ascontiguousarray(a[:, ::-1]), img), *clip_boxes(torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1), labels, w, h))
 
+# %% ../nbs/08_augment.ipynb #c92d2421
 def random_hflip(img, boxes, labels, g:torch.Generator|None=None, p:float=.5)->tuple:
     "`hflip` with probability `p`, else the input (boxes clipped to the image)."
     if torch.rand(1, generator=g) < p: return hflip(img, boxes, labels)
@@ -263,6 +277,7 @@ class _BoxTfm(ItemTransform):
         a, b, l = type(self).f(im, bb.as_subclass(Tensor), lbl.as_subclass(Tensor), **self.kwargs)
         return type(x)([im if a is im else type(im).create(a), TensorBBox.create(b), TensorMultiCategory(l)])
 
+# %% ../nbs/08_augment.ipynb #87799725
 class PhotoDistort(_BoxTfm):
     "`random_photo_distort` on training items (`photo_params` arguments)."
     order, f = -4, staticmethod(random_photo_distort)
@@ -272,6 +287,8 @@ class ZoomOut(_BoxTfm):
 class IoUCrop(_BoxTfm):
     "`random_iou_crop` on training items (`iou_crop_params` arguments)."
     order, f = -2, staticmethod(random_iou_crop)
+
+# %% ../nbs/08_augment.ipynb #a8f638d2
 class HFlip(_BoxTfm):
     "`random_hflip` on training items (`p`)."
     order, f = -1, staticmethod(random_hflip)

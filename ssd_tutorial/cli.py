@@ -50,6 +50,7 @@ def prepare_out(out)->Path:
     except OSError as e: raise ValueError(f'{out}: cannot write to the output folder (--out): {e.strerror or e}') from None
     return out
 
+# %% ../nbs/90_cli.ipynb #c7d5d02d
 def _save(learn, args, classes:list, out:Path)->Path:
     "Write the checkpoint of `learn.model` to `out/<stage>.pth`; an older one there is kept as `<stage>.prev.pth`."
     ck, note = out / f'{args.stage}.pth', ''
@@ -72,10 +73,12 @@ def _report(learn, args, classes:list, out:Path):
     print(f"validation mAP@0.5 (VOC07 11-point): {res['voc07']['mAP']:.3f}, COCO AP@[.5:.95]: {res['coco']['AP']:.3f}")
     return res
 
+# %% ../nbs/90_cli.ipynb #eebe150f
 def _model_kw(args)->dict:
     "Model settings from the command line that the stage's model factory takes (the head dropout of multigrid)."
     return {'drop': args.drop} if getattr(args, 'drop', None) is not None and args.stage == 'multigrid' else {}
 
+# %% ../nbs/90_cli.ipynb #6f98ccee
 def _load_data(args)->tuple:
     "`(train, valid, classes)` of the dataset named by the command line; every image decoded once unless `--no-check`."
     kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir, valid_json=args.valid_json)
@@ -116,6 +119,7 @@ def cmd_train(args):
     except Exception as e: raise RuntimeError(f'{type(e).__name__} after training: {e} (the trained model is saved in {ck})') from None
     return 0
 
+# %% ../nbs/90_cli.ipynb #59fb7cf9
 def cmd_evaluate(args):
     "Evaluate a checkpoint on the validation images of a dataset: mAP table, detections JSON, PR curves."
     matplotlib.use('Agg')
@@ -139,6 +143,7 @@ def cmd_evaluate(args):
           f"metrics: {out / 'metrics.json'}\nprecision-recall curves: {out / 'pr_curves.png'} [{time.time() - t0:.0f}s]")
     return 0
 
+# %% ../nbs/90_cli.ipynb #d47a84c9
 DEMO = dict(data='shapes', stage='ssd', loss='multibox', difficulty='easy', n_train=5120, n_valid=160, size=128, bs=32,
             lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True, aug='none')
 
@@ -155,12 +160,14 @@ def _positive(s):
     if v <= 0: raise argparse.ArgumentTypeError(f'must be a positive integer, got {s}')
     return v
 
+# %% ../nbs/90_cli.ipynb #2a15ee94
 def _positive_float(s):
     try: v = float(s)
     except ValueError: v = float('nan')
     if not (math.isfinite(v) and v > 0): raise argparse.ArgumentTypeError(f'must be a positive number, got {s}')
     return v
 
+# %% ../nbs/90_cli.ipynb #fccd5e73
 def _data_args(p):
     "The dataset options shared by `train` and `evaluate`."
     p.add_argument('--data', default='shapes', help="'shapes', a Pascal VOC folder, or a COCO JSON file (default shapes)")
@@ -171,8 +178,10 @@ def _data_args(p):
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
     p.add_argument('--no-check', dest='check', action='store_false', help='do not decode every image before starting (faster start, later errors)')
 
+# %% ../nbs/90_cli.ipynb #7c4580be
 _COMMANDS = []  # functions that add the sub-parsers of later sections (predict, export) to `get_parser`'s
 
+# %% ../nbs/90_cli.ipynb #d02e0652
 def get_parser()->argparse.ArgumentParser:
     "The `ssd-tutorial` argument parser."
     p = argparse.ArgumentParser(prog='ssd-tutorial', description='Build, train and run the SSD detector of the ssd_tutorial course.')
@@ -222,6 +231,7 @@ def get_parser()->argparse.ArgumentParser:
     for add in _COMMANDS: add(sub)
     return p
 
+# %% ../nbs/90_cli.ipynb #da660c19
 def main(argv=None)->int:
     "Entry point of the `ssd-tutorial` console script: any failure is one line on stderr and exit code 1."
     args = get_parser().parse_args(argv)
@@ -242,6 +252,7 @@ def main(argv=None)->int:
 from fastprogress.fastprogress import progress_bar
 from .inference import *
 
+# %% ../nbs/90_cli.ipynb #35198e6f
 def _unique_name(fn:Path, seen:set)->str:
     "`fn`'s stem, with `_2`, `_3`... when an earlier image took it (`a/x.jpg` and `b/x.png`)."
     name, k = fn.stem, 1
@@ -249,17 +260,20 @@ def _unique_name(fn:Path, seen:set)->str:
     seen.add(name)
     return name
 
+# %% ../nbs/90_cli.ipynb #9881a1f8
 def _summary(fn:Path, d:dict)->str:
     "One line: the image, its size, and its detections (the first five)."
     n, top = len(d['labels']), ', '.join(f'{l} {s:.2f}' for l, s in zip(d['labels'][:5], d['scores'][:5].tolist()))
     return f"{fn.name} ({d['size'][0]}x{d['size'][1]}): " + (f"{n} detection{'s' * (n != 1)}: {top}{' ...' * (n > 5)}" if n else 'no detections')
 
+# %% ../nbs/90_cli.ipynb #b29b865f
 def _coco_results(i:int, fn:Path, d:dict, classes:list)->list:
     "COCO results entries (`bbox` as x, y, w, h in pixels) of image number `i`, with its file and class names."
     return [dict(image_id=i, file_name=str(fn), category_id=classes.index(l) + 1, category_name=l,
                  bbox=[round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)], score=round(s, 4))
             for b, s, l in zip(d['boxes'].tolist(), d['scores'].tolist(), d['labels'])]
 
+# %% ../nbs/90_cli.ipynb #6f2b7fb3
 def cmd_predict(args):
     "Run a checkpoint on image files and folders: each image with its boxes drawn, one detections.json, a line per image."
     t0 = time.time()
@@ -284,12 +298,14 @@ def cmd_predict(args):
     if errors: raise ImageError(f'{len(errors)} of {len(files)} images could not be read (the others are done): ' + '; '.join(errors[:5]))
     return 0
 
+# %% ../nbs/90_cli.ipynb #15284048
 def _score(s):
     try: v = float(s)
     except ValueError: v = float('nan')
     if not 0 <= v < 1: raise argparse.ArgumentTypeError(f'must be a number in [0, 1), got {s}')
     return v
 
+# %% ../nbs/90_cli.ipynb #174b2185
 def _predict_parser(sub):
     p = sub.add_parser('predict', help='run a checkpoint on your own images: pictures with boxes, detections.json, a line per image')
     p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
@@ -300,6 +316,7 @@ def _predict_parser(sub):
     p.add_argument('--fast-decode', action='store_true', help='decode JPEGs at a reduced scale still at least the model\'s input size (2-3x faster reading of large photos; pixels differ slightly from training\'s full decode)')
     p.set_defaults(func=cmd_predict)
 
+# %% ../nbs/90_cli.ipynb #284a9ca9
 _COMMANDS.append(_predict_parser)  # `ssd-tutorial predict` joins the parser
 
 # %% ../nbs/90_cli.ipynb #c9a01052
@@ -322,6 +339,7 @@ def cmd_export(args):
           f"'bbox' [batch, {A}, 4] (box activations)\nnot included: decoding and NMS, which stay in Python (Detector.postprocess)\nsettings: {meta_path}")
     return 0
 
+# %% ../nbs/90_cli.ipynb #6721040f
 def _export_parser(sub):
     p = sub.add_parser('export', help='write the network of a checkpoint as ONNX or TorchScript (post-processing stays in Python)')
     p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')

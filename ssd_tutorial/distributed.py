@@ -53,6 +53,7 @@ def ddp_loss_scale(loss_func, world:int)->int:
     "What each process's loss is multiplied by so that DDP's mean gradient is the global batch's: `world` for `SSDLoss` (a sum over images), else 1."
     return world if isinstance(loss_func, SSDLoss) else 1
 
+# %% ../nbs/07b_distributed.ipynb #538ababb
 class DDPLossScale(Callback):
     "Multiply the training loss that is differentiated by `scale` (the printed loss is unchanged)."
     order = 12   # after fastai's DistributedTrainer (11)
@@ -64,6 +65,7 @@ class DDPLossScale(Callback):
 # the public all-reduce that passes gradients back; the replacement it names is private
 warnings.filterwarnings('ignore', message='.*torch.distributed.nn.functional.all_reduce is deprecated')
 
+# %% ../nbs/07b_distributed.ipynb #b443c5f1
 class AllReduceBatchNorm(nn.BatchNorm2d):
     "`BatchNorm2d` whose training statistics are the global batch's (all-reduced over the processes): `SyncBatchNorm` for CPUs."
     def forward(self, x:Tensor)->Tensor:
@@ -80,6 +82,7 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
         y = (x - mean[:, None, None]) / (var[:, None, None] + self.eps).sqrt()
         return y * self.weight[:, None, None] + self.bias[:, None, None] if self.affine else y
 
+# %% ../nbs/07b_distributed.ipynb #aed2806f
 def convert_sync_bn(model:nn.Module)->nn.Module:
     "Replace every `BatchNorm2d` of `model` by an `AllReduceBatchNorm` with its weights and statistics (in place)."
     for name, m in model.named_children():
@@ -134,12 +137,14 @@ class _Capture(Callback):
     def after_batch(self):
         if self.training and self.learn.train_iter >= self.steps: raise CancelFitException()
 
+# %% ../nbs/07b_distributed.ipynb #bb0ddb90
 def _gather(t:Tensor)->list:
     "Every process's `t` (the same shape everywhere), on every process."
     out = [torch.zeros_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(out, t.contiguous())
     return out
 
+# %% ../nbs/07b_distributed.ipynb #ad07b055
 def _gather_padded(t:Tensor)->Tensor:
     "Every process's `[bs, n, ...]` padded with zeros to the longest `n`, concatenated on the batch dimension."
     n = max(int(o) for o in _gather(torch.tensor([t.shape[1]], device=t.device)))

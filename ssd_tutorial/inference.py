@@ -43,6 +43,7 @@ def _array_rgb(a:np.ndarray)->Image.Image:
         a = f.round().astype(np.uint8)
     return _rgb8(Image.fromarray(np.ascontiguousarray(a)))
 
+# %% ../nbs/09_inference.ipynb #4a357460
 def as_rgb(img)->Image.Image:
     "`img` (a file path, a PIL image, or an array `[H,W]`/`[H,W,3|4]`) as the 8-bit RGB image a viewer shows."
     if isinstance(img, (str, os.PathLike)): return load_image(img)
@@ -60,18 +61,21 @@ def _pmap(f, xs:list)->list:
     if n <= 1: return [f(x) for x in xs]
     with ThreadPoolExecutor(n) as ex: return list(ex.map(f, xs))
 
+# %% ../nbs/09_inference.ipynb #ad26a3eb
 def _squish(im:Image.Image, size:int)->np.ndarray:
     "`im` resized to `size` x `size` as in training (bilinear), as a `uint8` `[size, size, 3]` array."
     return np.asarray(im.resize((size, size), Image.BILINEAR))
 
 def _stack(arrs:list)->Tensor: return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)   # `[h, w, 3]` arrays -> `[n, 3, h, w]`
 
+# %% ../nbs/09_inference.ipynb #3e30ab5c
 def to_batch(ims:list, # 8-bit RGB PIL images, any sizes
              size:int # the model's input side
             )->Tensor: # `uint8` `[n, 3, size, size]`
     "Images squished to `size` x `size` as in training (bilinear), stacked channels first."
     return _stack(_pmap(lambda im: _squish(im, size), ims))
 
+# %% ../nbs/09_inference.ipynb #af8f559d
 def normalize_batch(xb:Tensor)->Tensor:
     "`uint8` batch -> float, scaled to [0, 1] and normalised with the ImageNet mean and std (on `xb`'s device)."
     mean, std = (torch.tensor(v, device=xb.device).view(1, 3, 1, 1) for v in imagenet_stats)
@@ -121,22 +125,26 @@ def forward(self:Detector, xb:Tensor)->tuple:
         clas, bbox = self.model(xb.contiguous(memory_format=torch.channels_last) if self.bf16 else xb)
     return clas.float(), bbox.float()
 
+# %% ../nbs/09_inference.ipynb #547a10d1
 @patch
 def postprocess(self:Detector, clas:Tensor, bbox:Tensor, sizes:list)->list:
     "Detections of raw outputs: the read-out, then boxes scaled to each image's `(w, h)` in `sizes`."
     with torch.inference_mode(): dec = self.detect(clas, bbox, self.anchors, self.grid_size, self.score_thresh, self.iou_thresh, self.max_det)
     return [dict(d, size=tuple(s)) for d, s in zip(preds_to_dets(dec, sizes, self.classes), sizes)]
 
+# %% ../nbs/09_inference.ipynb #52287759
 @patch
 def _detect(self:Detector, ims:list, xb:Tensor)->list:
     "Detections of the images `ims`, batched as `xb`, with boxes in each image's full size (`.info['full_size']` of a fast decode)."
     return self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in ims])
 
+# %% ../nbs/09_inference.ipynb #56431f75
 @patch
 def read(self:Detector, img)->Image.Image:
     "`img` as `as_rgb` reads it; a JPEG file at reduced scale if `fast_decode` (its full size in `.info['full_size']`)."
     return _load(img, draft=self.size) if self.fast_decode and isinstance(img, (str, os.PathLike)) else as_rgb(img)
 
+# %% ../nbs/09_inference.ipynb #9be98e36
 @patch
 def _prep(self:Detector, img)->tuple:
     "`(image, squished uint8 array)` of one input (as `read` and `to_batch` make them), or `(ImageError, None)` for a file that cannot be read."
@@ -144,6 +152,7 @@ def _prep(self:Detector, img)->tuple:
     except ImageError as e: return e, None
     return im, _squish(im, self.size)
 
+# %% ../nbs/09_inference.ipynb #13ca5e15
 @patch
 def batches(self:Detector, images:list,
             ahead:bool|None=None # read the next batch while the caller runs this one; default: when the model is not on the CPU
@@ -163,6 +172,7 @@ def batches(self:Detector, images:list,
             if i + 1 < len(chunks): nxt = ex.submit(load, chunks[i + 1])   # read-ahead: overlaps with the model on this batch
             yield cur
 
+# %% ../nbs/09_inference.ipynb #089aa259
 @patch
 def __call__(self:Detector, images)->list|dict:
     "Detections of one image (a dict) or a list of them (a list): file paths, PIL images or arrays, any size."
@@ -178,6 +188,7 @@ def _colour(label, classes)->tuple:
     cols = class_colors(max(len(classes or []), 10))
     return cols[(classes.index(label) if classes and label in classes else 0) % len(cols)]
 
+# %% ../nbs/09_inference.ipynb #645bdb81
 def show_detections(img, # anything `as_rgb` reads
                     dets:dict, # one image's detections from a `Detector`
                     classes:list|None=None, # class names, for the colours
@@ -185,10 +196,12 @@ def show_detections(img, # anything `as_rgb` reads
     "Show `img` with the boxes, names and scores of `dets` (boxes in `img`'s pixels)."
     return show_boxes(as_rgb(img), dets['boxes'], dets['labels'], dets['scores'], classes=classes, ax=ax, figsize=figsize, title=title)
 
+# %% ../nbs/09_inference.ipynb #c1fe0697
 def _font(px:int):
     try: return ImageFont.load_default(size=px)
     except (TypeError, OSError): return ImageFont.load_default()   # Pillow without FreeType: the fixed bitmap font
 
+# %% ../nbs/09_inference.ipynb #2792860b
 def draw_detections(img, dets:dict, classes:list|None=None)->Image.Image:
     "A copy of `img` at full resolution with the boxes of `dets` drawn in their class colours, captioned with name and score."
     im = as_rgb(img).copy()
@@ -204,6 +217,7 @@ def draw_detections(img, dets:dict, classes:list|None=None)->Image.Image:
 # %% ../nbs/09_inference.ipynb #4daf81c2
 IMAGE_EXTS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.pnm')
 
+# %% ../nbs/09_inference.ipynb #fea7fc57
 def image_files(paths)->tuple: # `(files, skipped)`
     "The files of `paths` and the images inside its folders (by extension, sorted, not recursive); the folders' other files are `skipped`."
     files, skipped = [], []
@@ -215,6 +229,7 @@ def image_files(paths)->tuple: # `(files, skipped)`
         else: raise FileNotFoundError(f'{p}: no such image file or folder')
     return files, skipped
 
+# %% ../nbs/09_inference.ipynb #cf5694b6
 @patch
 def iter_files(self:Detector, fns:list):
     "`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; `(fn, None, ImageError)` for one that cannot be read."
@@ -233,6 +248,7 @@ def _need(mod:str, what:str):
     try: return importlib.import_module(mod)
     except ImportError: raise ImportError(f'{what} needs the {mod} package: pip install {mod}') from None
 
+# %% ../nbs/09_inference.ipynb #bd10afd2
 def export_model(model:nn.Module, size:int, # the network (any stage's) and its input side
                  path, # the file to write
                  format:str='onnx' # 'onnx' or 'torchscript'
@@ -252,6 +268,7 @@ def export_model(model:nn.Module, size:int, # the network (any stage's) and its 
                                 input_names=['images'], output_names=['clas', 'bbox'], dynamic_axes={n: {0: 'batch'} for n in ('images', 'clas', 'bbox')}))
     return path
 
+# %% ../nbs/09_inference.ipynb #9f74a2f5
 def load_exported(path):
     "`f(xb) -> (clas, bbox)` (CPU torch tensors) running a file written by `export_model`: onnxruntime for ONNX, torch for TorchScript."
     path = Path(path)

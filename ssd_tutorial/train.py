@@ -27,6 +27,7 @@ def _ssd_priors(model, size:int)->tuple:
     fm = model.fmap_sizes(size)
     return ssd_anchors(fmaps=fm, ratios=model.ratios), ssd_grid_sizes(fmaps=fm, ratios=model.ratios)
 
+# %% ../nbs/07a_train.ipynb #c002484b
 # min_bs: batch norm on a 1x1 map needs two images per batch to train (the multi-grid head's 1x1 grid, the
 # extra layers of SSD's ResNet bodies; SSD's VGG16 has no batch norm but is held to the same rule)
 # per_positive: the sigmoid class losses divided by the number of positives, as MultiBoxLoss is (see below)
@@ -34,6 +35,7 @@ STAGES = {'grid4x4':   dict(model=grid_model,  size=128, min_bs=1, per_positive=
           'multigrid': dict(model=multi_model, size=128, min_bs=2, per_positive=False, priors=lambda model, size: (multi_anchors(), multi_grid_sizes())),
           'ssd':       dict(model=ssd_model,   size=300, min_bs=2, per_positive=True,  priors=_ssd_priors)}
 
+# %% ../nbs/07a_train.ipynb #031d7a49
 def stage_priors(stage:str, # a key of `STAGES`
                  model, # that stage's model
                  size:int # input size in pixels
@@ -45,6 +47,7 @@ def stage_priors(stage:str, # a key of `STAGES`
 LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class losses of `SSDLoss` (sigmoid)
           'multibox': None}                                              # the whole loss is `MultiBoxLoss` (softmax)
 
+# %% ../nbs/07a_train.ipynb #8fe231f7
 def make_loss(loss:str, # a key of `LOSSES`
               n_classes:int, anchors:Tensor, grid_size,
               per_positive:bool=False # `SSDLoss`'s: the sigmoid class loss divided by the positives of the batch
@@ -54,6 +57,7 @@ def make_loss(loss:str, # a key of `LOSSES`
     if loss == 'multibox': return MultiBoxLoss(anchors)
     return SSDLoss(anchors, grid_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
 
+# %% ../nbs/07a_train.ipynb #975e5b18
 def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, grid_size=None, score_thresh:float=.05, iou_thresh:float=.45,
                    max_det:int=100)->list:
     "`decode_ssd` (softmax, `decode_boxes`, top 400 per class, NMS) called as `decode_preds` is; `grid_size` is unused."
@@ -69,6 +73,7 @@ def bf16_native(device='cpu')->bool:
     if torch.device(device).type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return any(getattr(torch.cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
 
+# %% ../nbs/07a_train.ipynb #ea846a45
 class BF16Training(MixedPrecision):
     "fastai's bfloat16 mixed precision on the learner's device, CPU included, with channels-last convolutions."
     def __init__(self): super().__init__(amp_mode='bf16')
@@ -88,6 +93,7 @@ class NonFiniteLoss(RuntimeError):
     "Training stopped at a NaN or infinite loss; `learn` holds the weights of the last batch whose loss was finite."
     def __init__(self, msg:str, learn): super().__init__(msg); self.learn = learn
 
+# %% ../nbs/07a_train.ipynb #a3b30523
 class StopOnNonFinite(Callback):
     "Stop at the first non-finite training loss and put back the weights of the last batch whose loss was finite."
     order = 15  # after BF16Training (10), which changes the memory layout of the buffers in `before_fit`
@@ -117,6 +123,7 @@ def _world()->int:
     from fastai.torch_core import num_distrib
     return max(1, num_distrib())
 
+# %% ../nbs/07a_train.ipynb #0a7a7b08
 def train_detector(train:list, valid:list, # `Record`s
                    classes:list, # class names
                    stage:str='grid4x4', # a key of `STAGES`
