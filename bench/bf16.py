@@ -26,7 +26,7 @@ def main():
     p.add_argument('--loss', default='bce')
     p.add_argument('--out', help='also keep the table in this markdown file')
     a = p.parse_args()
-    with report(a.out, 'bench/bf16.py'): run(a)
+    with report(a.out): run(a)
 
 def run(a):
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'

@@ -31,7 +31,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0]); p.add_argument('--reps', type=int, default=3)
     p.add_argument('--out', help='also keep the table in this markdown file')
     args = p.parse_args()
-    with report(args.out, 'bench/postprocess.py'): run(args)
+    with report(args.out): run(args)
 
 def run(args):
     devs = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])

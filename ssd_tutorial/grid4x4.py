@@ -237,10 +237,13 @@ def stage_table(name:str, # this stage's row name
     return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} {rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])
 
 # %% ../nbs/02_grid4x4.ipynb #02f00013
+def _cache_step(x:Tensor)->int:
+    "Images of `x [bs, A, C]` per group of about 2**20 values on a CPU (a group stays in cache); the whole batch elsewhere."
+    return max(1, 2**20 // (x.shape[1] * x.shape[2])) if x.device.type == 'cpu' else len(x)
+
 def _conf_sum(conf_loss, clas:Tensor, gt_clas:Tensor)->Tensor:
-    "`conf_loss` summed over groups of images of about 2**20 logits each on a CPU (they stay in cache); one call elsewhere."
-    if clas.device.type != 'cpu': return conf_loss(clas, gt_clas)
-    step = max(1, 2**20 // (clas.shape[1] * clas.shape[2]))
+    "`conf_loss` summed over the groups of images of `_cache_step`."
+    step = _cache_step(clas)
     return sum(conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
 
 # %% ../nbs/02_grid4x4.ipynb #622e45af

@@ -9,6 +9,7 @@ import torch, torch.nn as nn, torch.nn.functional as F, torchvision
 from torch import Tensor
 from .boxes import *
 from .grid4x4 import *
+from .grid4x4 import _cache_step
 from .nms import _group_nms
 
 # %% auto #0
@@ -301,9 +302,8 @@ def _ssd_match(gt:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows hav
 def _bg_loss(clas:Tensor)->Tensor:
     "Cross-entropy of every box `[bs, A]` with class 0; on a CPU by groups of about 1M logits, which stay in the cache."
     bs, A, C1 = clas.shape
-    step = bs if clas.device.type != 'cpu' else max(1, 2**20 // (A * C1))
     return torch.cat([F.cross_entropy(c.reshape(-1, C1), c.new_zeros(len(c) * A, dtype=torch.long), reduction='none').view(-1, A)
-                      for c in clas.split(step)])
+                      for c in clas.split(_cache_step(clas))])
 
 # %% ../nbs/07_ssd300.ipynb #a2415825
 class MultiBoxLoss:
