@@ -83,6 +83,7 @@ def _load_data(args)->tuple:
     "`(train, valid, classes)` of the dataset named by the command line; every image decoded once unless `--no-check`."
     kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir, valid_json=args.valid_json)
     train, valid, classes = load_dataset(args.data, **kw)
+    objects_to_train(train, args.data)   # nothing to learn: an error now, not a NaN loss and a checkpoint of no classes
     if getattr(args, 'check', True): check_images(train + valid)
     return train, valid, classes
 
@@ -121,25 +122,26 @@ def cmd_train(args):
 
 # %% ../nbs/90_cli.ipynb #59fb7cf9
 def cmd_evaluate(args):
-    "Evaluate a checkpoint on the validation images of a dataset: mAP table, detections JSON, PR curves."
+    "Evaluate a checkpoint on every image of a COCO file, a VOC folder's test (else val) split, or shapes' validation images."
     matplotlib.use('Agg')
     t0 = time.time()
     out = prepare_out(args.out)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     model, cfg = load_checkpoint(args.ckpt, dev)
-    classes = cfg['classes']
-    _, valid, data_classes = _load_data(args)
-    if list(data_classes) != list(classes): raise ValueError(f'{args.data}: its classes {list(data_classes)} are not the checkpoint\'s {classes}')
+    classes = cfg['classes']   # the checkpoint's: the data's labels are matched to them by name
+    kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir)
+    valid, what = load_eval_set(args.data, classes, args.split, **kw)
+    if args.check: check_images(valid)
     loss = cfg.get('loss', 'bce')
     anchors, gs = stage_priors(cfg['stage'], model, cfg['size'])
-    print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg['size']}px, {loss} loss) on {len(valid)} validation images of {args.data}")
+    print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg['size']}px, {loss} loss) on {len(valid)} images: {what}")
     res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss))
     print(metrics_table(res, classes))
     (out / 'detections.json').write_text(json.dumps(dets_to_coco(res['dets'], classes)))
     (out / 'metrics.json').write_text(json.dumps({k: res[k] for k in ('voc07', 'voc', 'coco')}, indent=1))
     fig = plot_pr(res['gts'], res['dets'], classes)
     fig.savefig(out / 'pr_curves.png', dpi=80)
-    print(f"detections (COCO results format; image ids 1..n in validation order, category ids 1..C in class order): {out / 'detections.json'}\n"
+    print(f"detections (COCO results format; image ids 1..n in the order above, category ids 1..C in the checkpoint's class order): {out / 'detections.json'}\n"
           f"metrics: {out / 'metrics.json'}\nprecision-recall curves: {out / 'pr_curves.png'} [{time.time() - t0:.0f}s]")
     return 0
 
@@ -168,11 +170,13 @@ def _positive_float(s):
     return v
 
 # %% ../nbs/90_cli.ipynb #fccd5e73
-def _data_args(p):
-    "The dataset options shared by `train` and `evaluate`."
+def _data_args(p, evaluate:bool=False):
+    "The dataset options of `train` (and, with `evaluate`, of `evaluate`)."
     p.add_argument('--data', default='shapes', help="'shapes', a Pascal VOC folder, or a COCO JSON file (default shapes)")
     p.add_argument('--img-dir', default=None, help='COCO: folder of the images (default: the JSON file\'s folder)')
-    p.add_argument('--valid-json', default=None, help='COCO: a validation JSON (default: hold out 20%% of --data)')
+    if evaluate: p.add_argument('--split', default=None, help="which images to score: VOC, a split of ImageSets/Main (default test, else val); "
+                                "COCO, 'all' (default) or 'holdout' (the 20%% that train held out of the same file); shapes, its validation images")
+    else: p.add_argument('--valid-json', default=None, help='COCO: a validation JSON (default: hold out 20%% of --data)')
     p.add_argument('--difficulty', choices=list(DIFFICULTY), default='easy', help='shapes: difficulty (default easy)')
     p.add_argument('--n-train', type=_positive, default=640, help='shapes: training images (default 640)')
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
@@ -221,9 +225,9 @@ def get_parser()->argparse.ArgumentParser:
                    help='under torchrun or accelerate launch, --lr is for one process\'s --bs: times the number of processes (linear), its square root (sqrt), or as given (none) (default linear)')
     t.add_argument('--dist-timeout', type=_positive_float, default=1800, help='under torchrun: seconds a process waits for the others before it fails (default 1800)')
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on a validation set')
-    e.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
-    _data_args(e)
+    e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on every image of a dataset (a VOC folder: its test or val split)')
+    e.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    _data_args(e, evaluate=True)
     e.add_argument('--size', type=_positive, default=128, help='shapes: image size of the dataset to make (default 128)')
     e.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
     e.add_argument('--out', default='ssd_out', help='folder for detections.json, metrics.json, pr_curves.png (default ssd_out)')
@@ -273,6 +277,21 @@ def _coco_results(i:int, fn:Path, d:dict, classes:list)->list:
                  bbox=[round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)], score=round(s, 4))
             for b, s, l in zip(d['boxes'].tolist(), d['scores'].tolist(), d['labels'])]
 
+# %% ../nbs/90_cli.ipynb #c9f1a001
+_WRITTEN = '.ssd-tutorial-predict.json'   # in `--out`: the names of the files predict has written there
+
+def _claim_outputs(out:Path, inputs:list, names:list)->None:
+    "Check that predict may write `names` into `out`, and record them as its own: never over an input, nor over a file it did not write."
+    held = [f for f in inputs if f.resolve().parent == out.resolve()]
+    if held: raise ValueError(f"{out}: the output folder (--out) holds input images ({', '.join(f.name for f in held[:3])}{' ...' * (len(held) > 3)}); "
+                              "predict does not write beside its inputs: choose another --out")
+    try: ours = set(json.loads((out / _WRITTEN).read_text()))
+    except (OSError, ValueError, TypeError): ours = set()
+    theirs = [n for n in names if (out / n).exists() and n not in ours]
+    if theirs: raise ValueError(f"{out}: already holds {', '.join(theirs[:3])}{' ...' * (len(theirs) > 3)}, not written by predict; "
+                                "predict never writes over a file it did not write: choose another --out, or an empty folder")
+    (out / _WRITTEN).write_text(json.dumps(sorted(ours | set(names))))   # before the first picture: a run stopped half-way still knows them
+
 # %% ../nbs/90_cli.ipynb #6f2b7fb3
 def cmd_predict(args):
     "Run a checkpoint on image files and folders: each image with its boxes drawn, one detections.json, a line per image."
@@ -281,14 +300,17 @@ def cmd_predict(args):
     files, skipped = image_files(args.images)
     if skipped: print(f"skipped {len(skipped)} {'file that is not an image' if len(skipped) == 1 else 'files that are not images'}: " + ', '.join(f.name for f in skipped[:5]) + ' ...' * (len(skipped) > 5))
     if not files: raise ValueError(f"no image files in {', '.join(args.images)}")
+    seen = set()
+    names = [f'{_unique_name(fn, seen)}.png' for fn in files]   # one per input, in order
     det = Detector.from_checkpoint(args.ckpt, score_thresh=args.score_thresh, bs=args.bs, fast_decode=args.fast_decode)
+    _claim_outputs(out, files, [*names, 'detections.json'])
     cfg = det.config
     print(f"predicting with {args.ckpt} ({cfg['stage']}, {cfg['size']}px, classes {cfg['classes']}) on {len(files)} image{'s' * (len(files) != 1)}, "
           f"score above {args.score_thresh}, on {det.device}{' in bfloat16' if det.bf16 else ''}")
-    results, lines, errors, seen = [], [], [], set()
+    results, lines, errors = [], [], []
     for i, (fn, im, d) in enumerate(progress_bar(det.iter_files(files), total=len(files), leave=False), 1):
         if im is None: errors.append(str(d)); lines.append(f'{fn.name}: cannot be read'); continue
-        draw_detections(im, d, det.classes).save(out / f'{_unique_name(fn, seen)}.png', compress_level=1)
+        draw_detections(im, d, det.classes).save(out / names[i - 1], compress_level=1)   # `im` as read: a fast decode's smaller picture
         results += _coco_results(i, fn, d, det.classes)
         lines.append(_summary(fn, d))
     print('\n'.join(lines))
@@ -308,12 +330,14 @@ def _score(s):
 # %% ../nbs/90_cli.ipynb #174b2185
 def _predict_parser(sub):
     p = sub.add_parser('predict', help='run a checkpoint on your own images: pictures with boxes, detections.json, a line per image')
-    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
+    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
     p.add_argument('images', nargs='+', metavar='IMAGE_OR_FOLDER', help='image files, and folders of images (not searched recursively)')
-    p.add_argument('--out', default='ssd_out/predict', help='folder for <name>.png per image and detections.json (default ssd_out/predict)')
+    p.add_argument('--out', default='ssd_out/predict', help='folder for <name>.png per image and detections.json (default ssd_out/predict). '
+                   'predict never writes over a file it did not write: a folder that holds input images, or files of those names '
+                   'that an earlier predict did not write, is refused before any work')
     p.add_argument('--score-thresh', type=_score, default=.3, help='keep detections scored above this (default 0.3)')
     p.add_argument('--bs', type=_positive, default=16, help='images per batch (default 16)')
-    p.add_argument('--fast-decode', action='store_true', help='decode JPEGs at a reduced scale still at least the model\'s input size (2-3x faster reading of large photos; pixels differ slightly from training\'s full decode)')
+    p.add_argument('--fast-decode', action='store_true', help='decode JPEGs at a reduced scale still at least the model\'s input size (2-3x faster reading of large photos; pixels differ slightly from training\'s full decode); the pictures are saved at that reduced size, their boxes scaled to it, while detections.json stays in full-size pixels')
     p.set_defaults(func=cmd_predict)
 
 # %% ../nbs/90_cli.ipynb #284a9ca9
@@ -342,7 +366,7 @@ def cmd_export(args):
 # %% ../nbs/90_cli.ipynb #6721040f
 def _export_parser(sub):
     p = sub.add_parser('export', help='write the network of a checkpoint as ONNX or TorchScript (post-processing stays in Python)')
-    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (.pth, with its .json)')
+    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
     p.add_argument('--format', choices=list(EXPORT_FORMATS), default='onnx', help='onnx (needs the onnx package) or torchscript (default onnx)')
     p.add_argument('--out', default='ssd_out', help='folder for the exported model and its settings JSON (default ssd_out)')
     p.set_defaults(func=cmd_export)

@@ -21,8 +21,8 @@ _all_ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', '
 # %% auto #0
 __all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes',
            'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls',
-           'to_coco', 'read_coco', 'load_dataset', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image',
-           'check_images']
+           'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'DataError', 'ImageError',
+           'image_size', 'load_image', 'check_image', 'check_images']
 
 # %% ../nbs/01_data.ipynb #ce41c2c6
 @dataclass
@@ -410,3 +410,47 @@ def load_dataset(source, # 'shapes', a VOC folder, or a COCO JSON file
         train, valid = [recs[i] for i in sorted(idx[n_val:])], [recs[i] for i in sorted(idx[:n_val])]
     classes = [c['name'] for c in sorted(_read_json(p)['categories'], key=lambda c: (isinstance(c['id'], str), c['id']))]
     return train, valid, classes
+
+# %% ../nbs/01_data.ipynb #01e0a001
+def load_eval_set(source, # 'shapes', a VOC folder, or a COCO JSON file
+                  classes:list, # the class names the model knows (a checkpoint's)
+                  split:str|None=None, # VOC: the split to score (default 'test', else 'val'); COCO: 'all' (default) or 'holdout'
+                  img_dir=None, # COCO: folder of the images; default: the JSON's folder
+                  seed:int=0, # shapes: its seed; COCO 'holdout': the seed of `load_dataset`'s split
+                  **shapes_kw # for 'shapes': settings passed to `get_shapes`
+                 )->tuple: # `(records, what)`: `what` says which images these are
+    "The images of `source` to evaluate a model of `classes` on, their labels matched to `classes` by name."
+    p = Path(source)
+    if str(source) == 'shapes':
+        p = get_shapes(seed=seed, **shapes_kw)
+        recs, what = read_voc(p, 'val', SHAPES), f'the validation images of the shapes dataset {p.name}'
+    elif not p.exists(): raise DataError(f"{p}: no such file or folder (expected 'shapes', a VOC folder or a COCO JSON file)")
+    elif p.is_dir():
+        if not (p / 'Annotations').is_dir(): raise DataError(f"{p}: not a VOC folder (no Annotations/ inside)")
+        have = sorted(f.stem for f in (p / 'ImageSets' / 'Main').glob('*.txt'))
+        split = split or next((s for s in ('test', 'val') if s in have), None)
+        if split is None: raise DataError(f"{p}: no ImageSets/Main/test.txt or val.txt to evaluate on (splits here: {have}); name one as the split")
+        recs, what = read_voc(p, split), f"the {split} split of {p} (ImageSets/Main/{split}.txt)"
+    elif split in (None, 'all'): recs, what = read_coco(p, img_dir), f'every image of {p}'
+    elif split == 'holdout':
+        recs = load_dataset(p, img_dir, seed=seed)[1]
+        what = f'the 20% of {p} that training on it holds out for validation (seed {seed})'
+    else: raise DataError(f"{p}: a COCO file is evaluated on 'all' its images or on the 'holdout' of training, not {split!r}")
+    unknown = {}
+    for r in recs:
+        for l in r.labels:
+            if l not in classes: unknown.setdefault(l, r.fname.name)
+    if unknown: raise DataError(f"{p}: {'classes' if len(unknown) > 1 else 'class'} " + ', '.join(f'{l!r} (e.g. in {f})' for l, f in unknown.items())
+                                + f" of the data {'are' if len(unknown) > 1 else 'is'} not among the model's classes {list(classes)}")
+    return recs, what
+
+def objects_to_train(train:list, # training `Record`s
+                     src='the training set' # named in the error
+                    )->int:
+    "The number of objects in `train` a detector can learn from (crowd regions aside); a `DataError` if there is none."
+    n = sum(int((~r.crowd).sum()) for r in train)
+    if n == 0:
+        crowd = sum(int(r.crowd.sum()) for r in train)
+        raise DataError(f"{src}: no objects in its {len(train)} training images{f' (only {crowd} crowd regions, which are not trained on)' if crowd else ''}: "
+                        "nothing to learn; a detector learns from annotated boxes")
+    return n

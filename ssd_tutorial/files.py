@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_files.ipynb #1a000003
 from __future__ import annotations
-import json, math, re, reprlib, warnings, xml.etree.ElementTree as ET
+import json, math, re, reprlib, threading, warnings, xml.etree.ElementTree as ET
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -13,7 +13,7 @@ from fastprogress.fastprogress import progress_bar
 from .boxes import *
 
 # %% auto #0
-__all__ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']
+__all__ = ['MAX_PIXELS', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']
 
 # %% ../nbs/01a_files.ipynb #1151f3c8
 class DataError(ValueError):
@@ -89,10 +89,27 @@ def _orientation(im)->int:
     o = im.getexif().get(0x0112, 1)
     return o if o in _TURN else 1
 
+MAX_PIXELS = 400_000_000   # the largest image read: a 400 Mpx pixel-shift photo (Pillow's own limit, 179 Mpx, is set aside)
+_OPENING = threading.Lock()
+
+def _open(fn)->Image.Image:
+    "`Image.open(fn)` under `MAX_PIXELS` instead of Pillow's decompression-bomb limit; an `ImageError` for a bigger image."
+    with _OPENING:   # Pillow reads its limit from a module global: set aside only while one file is opened
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try: im = Image.open(fn)
+        finally: Image.MAX_IMAGE_PIXELS = limit
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise ImageError(f"{fn}: {w}x{h} pixels ({w * h / 1e6:.0f} Mpx) is more than the {MAX_PIXELS / 1e6:.0f} Mpx "
+                         f"this package reads (ssd_tutorial.files.MAX_PIXELS); make it smaller first")
+    return im
+
 def _header(fn)->tuple:
     "`(w, h, orientation)` of image `fn` as stored, read from its header."
     try:
-        with Image.open(fn) as im: return (*im.size, _orientation(im))
+        with _open(fn) as im: return (*im.size, _orientation(im))
+    except ImageError: raise
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 
@@ -121,13 +138,14 @@ def _rgb8(im:Image.Image)->Image.Image:
 def _load(fn, draft:bool|int=False)->Image.Image:
     "`load_image`; `draft=True` decodes a JPEG at 1/8 scale (every byte is still read, so truncation is caught), `draft=n` at the smallest scale still `n` px each way."
     try:
-        with Image.open(fn) as im:
+        with _open(fn) as im:
             o, full = _orientation(im), im.size
             if draft and im.format == 'JPEG': im.draft(None, (1, 1) if draft is True else (draft, draft))
             im.load()
             out = _rgb8(im.transpose(_TURN[o]) if o != 1 else im)
             out.info['full_size'] = full[::-1] if o in (5, 6, 7, 8) else full   # (w, h) of the whole image as a viewer shows it
             return out
+    except ImageError: raise
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 

@@ -268,23 +268,42 @@ def save_checkpoint(model:nn.Module, path, **config)->Path:
 # %% ../nbs/02_grid4x4.ipynb #02f00007
 MODEL_FACTORIES = {'grid4x4': grid_model}
 
+_CONFIG_FIELDS = {'stage': (lambda v: isinstance(v, str), 'a stage name'),
+                  'classes': (lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) and c for c in v) and len(set(v)) == len(v),
+                              'a non-empty list of distinct class names'),
+                  'size': (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, 'a positive whole number of pixels'),
+                  'backbone': (lambda v: isinstance(v, str), 'a backbone name'),
+                  'loss': (lambda v: isinstance(v, str), 'a loss name'), 'model_kw': (lambda v: isinstance(v, dict), 'an object {...}')}
+
 def _read_config(cfg_path:Path)->dict:
+    "The checked config of a checkpoint; a `ValueError` naming the file and the field at fault."
     try: cfg = json.loads(cfg_path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
     missing = [k for k in ('stage', 'classes', 'size', 'backbone') if not isinstance(cfg, dict) or k not in cfg]
     if missing: raise ValueError(f'{cfg_path}: not a checkpoint config (missing {missing})')
+    for k, (ok, want) in _CONFIG_FIELDS.items():
+        if k in cfg and not ok(cfg[k]): raise ValueError(f'{cfg_path}: {k!r} must be {want}, got {json.dumps(cfg[k])[:80]}')
     if cfg['stage'] not in MODEL_FACTORIES: raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(MODEL_FACTORIES)}")
     return cfg
 
 # %% ../nbs/02_grid4x4.ipynb #02f00008
+def _checkpoint_files(path)->tuple:
+    "`(weights, config)` of checkpoint `path`, as given whatever its suffix (`name` alone also finds `name.pth`); the config is the `.json` beside it."
+    p = Path(path)
+    if not p.exists() and Path(f'{p}.pth').is_file(): p = Path(f'{p}.pth')
+    if p.suffix == '.json': raise ValueError(f'{p}: this is the config of a checkpoint; give its weights file (.pth), the config is found beside it')
+    if p.is_dir(): raise ValueError(f'{p}: a folder, not a checkpoint file')
+    if not p.exists(): raise FileNotFoundError(f'{p}: checkpoint not found')
+    cfg = p.with_suffix('.json')
+    if not cfg.exists(): raise FileNotFoundError(f'{cfg}: checkpoint config not found (the .json written beside {p.name})')
+    return p, cfg
+
 def load_checkpoint(path, device='cpu')->tuple:
     "`(model, config)` from a checkpoint written by `save_checkpoint`; a bad file is a one-line error naming it."
-    path = Path(path).with_suffix('.pth')
-    if not path.exists(): raise FileNotFoundError(f'{path}: checkpoint not found')
-    cfg_path = path.with_suffix('.json')
-    if not cfg_path.exists(): raise FileNotFoundError(f'{cfg_path}: checkpoint config not found')
+    path, cfg_path = _checkpoint_files(path)
     cfg = _read_config(cfg_path)
-    model = MODEL_FACTORIES[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'], **cfg.get('model_kw', {}))
+    try: model = MODEL_FACTORIES[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'], **cfg.get('model_kw', {}))
+    except (ValueError, TypeError, KeyError) as e: raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
     try: sd = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         why = 'it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e) else (str(e).strip().splitlines() or [type(e).__name__])[0][:100]

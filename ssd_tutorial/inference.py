@@ -188,13 +188,20 @@ def _colour(label, classes)->tuple:
     cols = class_colors(max(len(classes or []), 10))
     return cols[(classes.index(label) if classes and label in classes else 0) % len(cols)]
 
+def _boxes_on(dets:dict, size:tuple)->Tensor:
+    "The boxes of `dets` on a picture of `size` (w, h): scaled from `dets['size']`, the size they are in, when that differs."
+    b, made = dets['boxes'], dets.get('size')
+    if made is None or tuple(made) == tuple(size): return b
+    return b * b.new_tensor([size[0] / made[0], size[1] / made[1]] * 2)
+
 # %% ../nbs/09_inference.ipynb #645bdb81
 def show_detections(img, # anything `as_rgb` reads
                     dets:dict, # one image's detections from a `Detector`
                     classes:list|None=None, # class names, for the colours
                     ax=None, figsize=(4, 4), title:str|None=None):
-    "Show `img` with the boxes, names and scores of `dets` (boxes in `img`'s pixels)."
-    return show_boxes(as_rgb(img), dets['boxes'], dets['labels'], dets['scores'], classes=classes, ax=ax, figsize=figsize, title=title)
+    "Show `img` with the boxes, names and scores of `dets` (scaled to `img` if `dets['size']` is another size)."
+    im = as_rgb(img)
+    return show_boxes(im, _boxes_on(dets, im.size), dets['labels'], dets['scores'], classes=classes, ax=ax, figsize=figsize, title=title)
 
 # %% ../nbs/09_inference.ipynb #c1fe0697
 def _font(px:int):
@@ -203,11 +210,11 @@ def _font(px:int):
 
 # %% ../nbs/09_inference.ipynb #2792860b
 def draw_detections(img, dets:dict, classes:list|None=None)->Image.Image:
-    "A copy of `img` at full resolution with the boxes of `dets` drawn in their class colours, captioned with name and score."
+    "A copy of `img` with the boxes of `dets` (scaled to it if `dets['size']` is another size) in their class colours, captioned with name and score."
     im = as_rgb(img).copy()
     d, lw = ImageDraw.Draw(im), max(1, round(max(im.size) / 250))
     font = _font(max(10, 5 * lw + 5))
-    for b, s, l in zip(dets['boxes'].tolist(), dets['scores'].tolist(), dets['labels']):
+    for b, s, l in zip(_boxes_on(dets, im.size).tolist(), dets['scores'].tolist(), dets['labels']):
         c = tuple(round(255 * v) for v in _colour(l, classes)[:3])
         d.rectangle(b, outline='black', width=lw + 2)
         d.rectangle(b, outline=c, width=lw)

@@ -142,6 +142,7 @@ def train_detector(train:list, valid:list, # `Record`s
     if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f'the learning rate must be a positive number, got {lr}')
+    objects_to_train(train)   # a training set with no box to learn from fails here, not as a NaN loss
     st = STAGES[stage]; size = size or st['size']
     world = _world() if distributed else 1
     n = math.ceil(len(train) / world)   # each of the `world` processes trains on its shard of the images
