@@ -28,7 +28,11 @@ def init_distrib(backend:str|None=None, # default `nccl` where CUDA is, else `gl
     if num_distrib() <= 1: return 1
     if not dist.is_initialized():
         cuda = torch.cuda.is_available()
-        if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))   # one GPU per process
+        if cuda:   # one GPU per process: process `LOCAL_RANK` of this machine on GPU `LOCAL_RANK`
+            here, gpus = int(os.environ.get('LOCAL_WORLD_SIZE', num_distrib())), torch.cuda.device_count()
+            if here > gpus: raise RuntimeError(f"{here} processes on this machine but {gpus} GPU{'s' * (gpus != 1)}: start at most {gpus} "
+                                               "(torchrun --nproc_per_node), or hide the GPUs (CUDA_VISIBLE_DEVICES='') to run them on the CPU")
+            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group(backend or ('nccl' if cuda else 'gloo'), timeout=datetime.timedelta(seconds=timeout))
     return dist.get_world_size()
 

@@ -64,7 +64,7 @@ def test_bf16_training_autocasts_and_leaves_float32_weights():
         order = 20   # after BF16Training (10): see what the model sees
         def before_batch(self):
             seen.setdefault('cl', self.xb[0].is_contiguous(memory_format=torch.channels_last))
-            seen.setdefault('autocast', torch.is_autocast_enabled('cpu'))
+            seen.setdefault('autocast', torch.is_autocast_enabled(self.xb[0].device.type))   # on the device the batch is on
         def after_pred(self): seen.setdefault('pred', [p.dtype for p in self.pred])
     learn = train_detector(train, valid, classes, epochs=1, lr=1e-3, bf16=True)
     learn.add_cb(Spy()); learn.fit(1, 1e-4)

@@ -140,7 +140,7 @@ def test_dls_follow_conventions(shapes_dir, tmp_path):
     empty = read_voc(make_shapes(tmp_path / 'e', 2, 1, progress=False, p_empty=1.), 'train')
     dls = get_dls(empty + train[:6], valid, SHAPES, size=128, bs=8, shuffle=False)
     assert dls.vocab == ['#na#'] + SHAPES
-    xb, bb, lb = dls.train.one_batch()
+    xb, bb, lb = (t.cpu() for t in dls.train.one_batch())   # on the DataLoaders' device (a GPU where there is one); compared on the CPU
     bb, lb = bb.as_subclass(torch.Tensor), lb.as_subclass(torch.Tensor)
     assert xb.shape == (8, 3, 128, 128) and bb.shape[:2] == lb.shape and bb.shape[-1] == 4
     assert lb.dtype == torch.int64

@@ -4,6 +4,8 @@ from torch import nn
 from ssd_tutorial.distributed import *
 from ssd_tutorial.grid4x4 import load_checkpoint
 
+CPU = {'CUDA_VISIBLE_DEVICES': ''}   # these tests are of gloo on the CPU: the processes see no GPU even where there is one
+
 def _checks(out:str)->list: return [json.loads(l.split(' ', 1)[1]) for l in out.splitlines() if l.startswith('DDP_CHECK ')]
 
 def test_single_process_pieces():
@@ -16,6 +18,14 @@ def test_single_process_pieces():
     sbn = convert_sync_bn(nn.Sequential(nn.BatchNorm2d(3)))[0]
     torch.testing.assert_close(sbn(x), bn(x)); torch.testing.assert_close(sbn.running_var, bn.running_var)   # no group: batch norm
     assert first_on_rank0(lambda a, b=0: a + b, 1, b=2) == 3
+
+def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
+    "Two processes on a machine with one GPU: refused before any process group is joined (simulated on any machine)."
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True); monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: pytest.fail('set_device called'))
+    for k, v in dict(WORLD_SIZE='2', LOCAL_WORLD_SIZE='2', RANK='1', LOCAL_RANK='1').items(): monkeypatch.setenv(k, v)
+    with pytest.raises(RuntimeError, match=r"2 processes on this machine but 1 GPU: start at most 1 \(torchrun --nproc_per_node\), or hide the GPUs"): init_distrib()
+    assert not torch.distributed.is_initialized()
 
 SCRIPT = """import json, os, time, torch, torch.distributed as dist
 from fastai.torch_core import rank_distrib
@@ -34,7 +44,7 @@ dist.destroy_process_group()   # leave the group before exiting (gloo can abort 
 
 def test_ddp_parity_two_processes(tmp_path):
     (s := tmp_path / 'check.py').write_text(SCRIPT)
-    res = torchrun([s], timeout=240, env={'ORDER_LOG': str(tmp_path / 'order.log')})
+    res = torchrun([s], timeout=240, env={'ORDER_LOG': str(tmp_path / 'order.log'), **CPU})
     assert res.returncode == 0, res.stdout[-3000:]
     assert (tmp_path / 'order.log').read_text().split('\n')[:4] == ['0 start', '0 end', '1 start', '1 end']
     sync, ev, local = _checks(res.stdout)
@@ -46,7 +56,7 @@ def test_ddp_parity_two_processes(tmp_path):
 
 def test_cli_train_two_processes(tmp_path):
     out = tmp_path / 'out'
-    res = torchrun(['ssd-tutorial', 'train', '--n-train', 16, '--n-valid', 8, '--bs', 4, '--epochs', 1, '--sync-bn', '--out', out], python=False, timeout=300)
+    res = torchrun(['ssd-tutorial', 'train', '--n-train', 16, '--n-valid', 8, '--bs', 4, '--epochs', 1, '--sync-bn', '--out', out], python=False, timeout=300, env=CPU)
     assert res.returncode == 0, res.stdout[-3000:]
     assert 'DDP: 2 processes (gloo), batch 4 each: global batch 8; learning rate 0.003 x 2 = 0.006 (linear scaling); batch norm synchronised' in res.stdout
     for line in ('data: shapes', 'trained grid4x4', 'checkpoint: ', 'validation mAP'): assert res.stdout.count(line) == 1, line   # process 0 alone
@@ -59,7 +69,7 @@ def test_cli_train_two_processes(tmp_path):
 def test_crash_in_one_process_ends_the_run(tmp_path):
     (s := tmp_path / 'crash.py').write_text("from ssd_tutorial.distributed import *\ninit_distrib(timeout=60)\nddp_check(crash_rank=1)\n")
     t0 = time.time()
-    res = torchrun([s], timeout=180)
+    res = torchrun([s], timeout=180, env=CPU)
     assert res.returncode != 0 and time.time() - t0 < 180
     assert 'process 1 fails on purpose' in res.stdout and 'ChildFailedError' in res.stdout, res.stdout[-3000:]
 

@@ -261,12 +261,21 @@ def test_cli_export(ckpt, tmp_path, fmt, capsys):
 @pytest.mark.cuda
 def test_cuda_same_as_cpu(ckpt, shapes_dir):
     fns = [r.fname for r in read_voc(shapes_dir, 'val', SHAPES)]
+    "Float32 on both (TF32 off); the random weights score every box about 0.047, so near-ties may swap places or fall
+    either side of the threshold and of the 100-detection cut: each detection must have its match on the other device
+    (same class, score within 1e-3, IoU > 0.99), all but 2% of them."
+    from torchvision.ops import box_iou
     cpu, gpu = (Detector.from_checkpoint(ckpt, device=d, score_thresh=.04, bf16=False) for d in ('cpu', 'cuda'))
     assert next(gpu.model.parameters()).is_cuda
-    for a, b in zip(cpu(fns), gpu(fns)):
-        assert b['boxes'].device.type == 'cpu' and b['labels'] == a['labels']
-        torch.testing.assert_close(b['boxes'], a['boxes'], rtol=0, atol=1e-2)
-        torch.testing.assert_close(b['scores'], a['scores'], rtol=0, atol=1e-3)
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False): got = gpu(fns)
+    def matched(x, y)->int:
+        if not len(x['labels']) or not len(y['labels']): return 0
+        same = (box_iou(x['boxes'], y['boxes']) > .99) & ((x['scores'][:, None] - y['scores'][None]).abs() < 1e-3)
+        same &= torch.tensor([[a == b for b in y['labels']] for a in x['labels']])
+        return int(same.any(1).sum())
+    for a, b in zip(cpu(fns), got):
+        assert b['boxes'].device.type == 'cpu' and len(a['labels']) > 0
+        assert matched(a, b) >= .98 * len(a['labels']) and matched(b, a) >= .98 * len(b['labels'])
     xb = to_batch([as_rgb(f) for f in fns[:4]], 128)
     gb = Detector.from_checkpoint(ckpt, device='cuda')                  # bfloat16 where the GPU has it
     assert all(o.dtype == torch.float32 and o.is_cuda for o in gb.forward(xb))

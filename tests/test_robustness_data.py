@@ -344,7 +344,7 @@ def test_crowd_regions_are_kept_but_not_trained_on(coco, tmp_path):
     back = to_coco([r], ['cat'])
     assert [a['iscrowd'] for a in back['annotations']] == [0, 1, 0]
     dls = get_dls([r, r], [r], ['cat'], size=64, bs=2, shuffle=False)
-    bb, lb = (t.as_subclass(torch.Tensor) for t in dls.train.one_batch()[1:])
+    bb, lb = (t.as_subclass(torch.Tensor).cpu() for t in dls.train.one_batch()[1:])   # the batch may be on a GPU
     assert lb.tolist() == [[1, 1], [1, 1]]  # two objects per image, not three
     assert torch.allclose((bb[0] + 1) / 2 * torch.tensor([64, 48, 64, 48]), r.boxes[~r.crowd], atol=1e-3)
 

@@ -61,7 +61,7 @@ def test_cli_trains_and_evaluates_ssd_multibox_and_the_checkpoint_round_trips(sh
     path, _, valid = shapes
     out = tmp_path / 'out'
     assert main(['train', '--stage', 'ssd', '--loss', 'multibox', '--data', str(path), '--epochs', '1', '--bs', '8', '--out', str(out)]) == 0
-    model, cfg = load_checkpoint(out / 'ssd.pth')
+    model, cfg = load_checkpoint(out / 'ssd.pth', 'cuda' if torch.cuda.is_available() else 'cpu')   # where `evaluate` runs it
     assert (cfg['stage'], cfg['size'], cfg['loss'], cfg['backbone']) == ('ssd', 300, 'multibox', 'resnet18')
     assert main(['evaluate', '--ckpt', str(out / 'ssd.pth'), '--data', str(path), '--out', str(tmp_path / 'ev')]) == 0
     got = json.loads((tmp_path / 'ev' / 'metrics.json').read_text())
