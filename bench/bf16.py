@@ -25,7 +25,9 @@ def main():
     p.add_argument('--stages', nargs='+', default=['grid4x4', 'multigrid'])
     p.add_argument('--loss', default='bce')
     p.add_argument('--out', help='also keep the table in this markdown file')
+    p.add_argument('--quick', action='store_true', help='one small case, to check that the script still runs (the tests run it so)')
     a = p.parse_args()
+    if a.quick: a.reps, a.stages, a.rounds, a.bs = 1, ['grid4x4'], 1, 4
     with report(a.out): run(a)
 
 def run(a):
@@ -36,13 +38,13 @@ def run(a):
           f'bfloat16 native: {bf16_native(dev)}, torch {torch.__version__}')
     for stage in a.stages:
         st = STAGES[stage]
-        dls = get_dls(read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES), SHAPES, size=st['size'], bs=32, device=dev)
+        dls = get_dls(read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES), SHAPES, size=st['size'], bs=getattr(a, 'bs', 32), device=dev)
         torch.manual_seed(0); model = st['model'](len(SHAPES), backbone='resnet18', size=st['size'])
         loss = make_loss(a.loss, len(SHAPES), *stage_priors(stage, model, st['size']))
         steps = {name: stepper(Learner(dls, copy.deepcopy(model).to(dev), cbs=cbs, loss_func=loss))
                  for name, cbs in (('float32', []), ('bfloat16', [BF16Training()]))}
         times = {name: [] for name in steps}
-        for _ in range(3):                 # alternate the precisions
+        for _ in range(getattr(a, 'rounds', 3)):   # alternate the precisions
             for name, step in steps.items(): times[name].append(timeit(step, a.reps, sync))
         t32, t16 = min(times['float32']), min(times['bfloat16'])
         print(f'{stage:10s} {a.loss:8s} float32 {t32 * 1000:7.1f} ms/step   bfloat16 {t16 * 1000:7.1f} ms/step   speed-up {t32 / t16:.2f}x')

@@ -48,20 +48,22 @@ def make_batch(bs, n_cls=20, seed=0):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0]); p.add_argument('--reps', type=int, default=5)
     p.add_argument('--out', help='also keep the table in this markdown file')
+    p.add_argument('--quick', action='store_true', help='one small case, to check that the script still runs (the tests run it so)')
     args = p.parse_args()
     with report(args.out): run(args)
 
 def run(args):
     devs = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads; bs 64, 20 classes, 1-10 objects per image')
+    bs, sizes = (4, (16,)) if args.quick else (64, (16, 189, 8732))
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads; bs {bs}, 20 classes, 1-10 objects per image')
     print(f'{"device":6} {"anchors":>7} {"loop ms":>9} {"batched ms":>11} {"speed-up":>9} {"one-call ms":>12} {"groups speed-up":>16}')
     for dev in devs:
         sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
-        bb, lb = (t.to(dev) for t in make_batch(64))
-        for n in (16, 189, 8732):
+        bb, lb = (t.to(dev) for t in make_batch(bs))
+        for n in sizes:
             anc, gs = make_anchors(n)
             anc = anc.to(dev); gs = gs.to(dev) if isinstance(gs, torch.Tensor) else gs
-            clas = torch.randn(64, n, 21, device=dev, requires_grad=True); bbox = torch.randn(64, n, 4, device=dev, requires_grad=True)
+            clas = torch.randn(bs, n, 21, device=dev, requires_grad=True); bbox = torch.randn(bs, n, 4, device=dev, requires_grad=True)
             lf = SSDLoss(anc, gs)
             a, b = loop_loss((clas, bbox), bb, lb, anc, gs), lf((clas, bbox), bb, lb)
             assert torch.allclose(a, b, rtol=1e-4), (a, b)

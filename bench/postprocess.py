@@ -30,18 +30,20 @@ def fake_preds(bs, A, C, seed=0, p_hot=.01):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0]); p.add_argument('--reps', type=int, default=3)
     p.add_argument('--out', help='also keep the table in this markdown file')
+    p.add_argument('--quick', action='store_true', help='one small case, to check that the script still runs (the tests run it so)')
     args = p.parse_args()
     with report(args.out): run(args)
 
 def run(args):
     devs = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads; bs 32, 20 classes')
+    bs, sizes = (4, (189,)) if args.quick else (32, (189, 8732))
+    print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads; bs {bs}, 20 classes')
     print(f'{"device":6} {"anchors":>7} {"dets/img":>8} {"loop ms":>9} {"batched ms":>11} {"speed-up":>9} {"batched_nms ms":>15} {"_group_nms speed-up":>20}')
     for dev in devs:
         sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
-        for n in (189, 8732):
+        for n in sizes:
             anc, gs = (t.to(dev) for t in make_anchors(n))
-            clas, bbox = (t.to(dev) for t in fake_preds(32, n, 20))
+            clas, bbox = (t.to(dev) for t in fake_preds(bs, n, 20))
             a, b = decode_loop(clas, bbox, anc, gs), decode_preds(clas, bbox, anc, gs)
             for x, y in zip(a, b):
                 assert torch.equal(x['labels'], y['labels'].cpu()) and torch.allclose(x['boxes'], y['boxes'], atol=1e-6), 'detections differ'

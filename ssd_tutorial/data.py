@@ -313,13 +313,17 @@ class CheckedPILImage(PILImage):
 # %% ../nbs/01_data.ipynb #375f3ba9
 AUGS = (False, None, True, 'ssd', 'ssd-no-zoom')   # what `get_dls` takes as `aug`
 
+def _fname(r:Record)->Path: return r.fname   # named functions, not lambdas: worker processes started by 'spawn' must pickle them
+def _kept_boxes(r:Record)->list: return r.boxes[~r.crowd].tolist()
+def _kept_labels(r:Record)->list: return [l for l, c in zip(r.labels, r.crowd.tolist()) if not c]
+
 def get_dls(train:list, # training `Record`s
             valid:list, # validation `Record`s
             classes=None, # class names (index 0 `#na#` is added); default: sorted names in `train`
             size:int=224, # images are squished to `size` x `size`
             bs:int=32, # batch size
             aug:bool|str=False, # training set only: `True` random flips and lighting changes; 'ssd' the SSD paper's augmentation (`augment.ssd_tfms`), 'ssd-no-zoom' the same without zoom out
-            num_workers:int=0, # DataLoader worker processes
+            num_workers:int=0, # DataLoader worker processes (kept alive between epochs)
             seed:int|None=0, # seeds Python, numpy and torch (training shuffle, augmentation); `None` leaves them
             **kwargs # passed to `DataBlock.dataloaders`
            ):
@@ -332,10 +336,12 @@ def get_dls(train:list, # training `Record`s
     if aug in ('ssd', 'ssd-no-zoom'): from ssd_tutorial.augment import ssd_tfms  # imported here: `augment` imports this module
     item_aug = ssd_tfms(zoom_p=0. if aug == 'ssd-no-zoom' else .5) if str(aug).startswith('ssd') else []  # on the pixels, before `PointScaler` and `Resize` (order 1)
     dblock = DataBlock(blocks=(ImageBlock(cls=CheckedPILImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
-                       get_x=lambda r: r.fname, get_y=[lambda r: r.boxes[~r.crowd].tolist(), lambda r: [l for l, c in zip(r.labels, r.crowd.tolist()) if not c]],
+                       get_x=_fname, get_y=[_kept_boxes, _kept_labels],
                        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
                        item_tfms=[LongLabels(), *item_aug, Resize(size, method='squish')], batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
     if seed is not None: set_seed(seed)  # fastai's shuffles draw from Python's `random`
+    if num_workers > 0: kwargs.setdefault('persistent_workers', True)   # no new processes, and no re-imports, at every epoch
+    if torch.cuda.is_available() and str(kwargs.get('device', 'cuda')).startswith('cuda'): kwargs.setdefault('pin_memory', True)   # faster copies to the GPU
     return dblock.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/01_data.ipynb #f1378b8d

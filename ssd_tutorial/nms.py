@@ -73,7 +73,33 @@ def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45
 
 # %% ../nbs/05_nms.ipynb #05f00011
 def _group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
-    "NMS within each group: one shifted `nms` call for up to 4000 boxes, else `batched_nms` (one `nms` per group)."
-    if len(boxes) > 4000: return batched_nms(boxes.double(), scores.double(), groups, iou_thresh)
+    "NMS within each group: one shifted `nms` call for up to 4000 boxes, else on a GPU `_padded_nms`, on a CPU `batched_nms`."
+    if len(boxes) > 4000: return _padded_nms(boxes, scores, groups, iou_thresh) if boxes.is_cuda else batched_nms(boxes.double(), scores.double(), groups, iou_thresh)
     shifted = boxes.double() + groups[:, None].double() * 2                         # boxes in [0,1]: 2 apart never overlap
     return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
+
+# %% ../nbs/05_nms.ipynb #05f0a002
+def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float, max_pairs:int=2**26)->Tensor:
+    "NMS within each group, all groups at once (no Python loop over them): the kept indices by decreasing score, as `batched_nms`."
+    n, dev = len(boxes), boxes.device
+    if n == 0: return torch.zeros(0, dtype=torch.long, device=dev)
+    order = scores.argsort(descending=True, stable=True)
+    order = order[groups[order].argsort(stable=True)]                              # by group, then by decreasing score
+    counts = torch.unique_consecutive(groups[order], return_counts=True)[1]
+    G, K = len(counts), int(counts.max())
+    gi = torch.repeat_interleave(torch.arange(G, device=dev), counts)             # each sorted box's group and its
+    pos = torch.arange(n, device=dev) - (counts.cumsum(0) - counts)[gi]           # place in that group's row
+    idx = torch.full((G, K), -1, dtype=torch.long, device=dev); idx[gi, pos] = order
+    b = boxes[idx.clamp(min=0)]                                                     # [G, K, 4]; padding rows are never kept
+    over = torch.empty(G, K, K, dtype=torch.bool, device=dev)                       # over[g, i, j]: box j overlaps box i too much
+    for s in range(0, G, max(1, max_pairs // (K * K))):                             # slices of groups: memory, not a loop per group
+        x = b[s:s + max(1, max_pairs // (K * K))]
+        area = (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
+        wh = (torch.min(x[:, :, None, 2:], x[:, None, :, 2:]) - torch.max(x[:, :, None, :2], x[:, None, :, :2])).clamp(min=0)
+        inter = wh[..., 0] * wh[..., 1]
+        over[s:s + len(x)] = inter / (area[:, :, None] + area[:, None, :] - inter) > iou_thresh
+    over &= torch.ones(K, K, dtype=torch.bool, device=dev).triu(1)                 # only later (lower-scored) boxes are removed
+    removed = idx < 0
+    for i in range(K): removed |= over[:, i] & ~removed[:, i:i + 1]                 # box i, if kept, removes what it overlaps
+    keep = idx[~removed]
+    return keep[scores[keep].argsort(descending=True, stable=True)]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_train.ipynb #7a000004
 from __future__ import annotations
-import math, warnings, torch, matplotlib.pyplot as plt
+import math, os, warnings, torch, matplotlib.pyplot as plt
 from fastai.vision.all import Learner, set_seed, L
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.fp16 import MixedPrecision
@@ -20,7 +20,7 @@ from .ssd300 import *
 
 # %% auto #0
 __all__ = ['STAGES', 'LOSSES', 'AUG_FLAGS', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native',
-           'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite', 'train_detector', 'show_models']
+           'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite', 'default_workers', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
 def _ssd_priors(model, size:int)->tuple:
@@ -118,6 +118,12 @@ class StopOnNonFinite(Callback):
 # %% ../nbs/07a_train.ipynb #7a000013
 AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}   # `--aug` names of `get_dls`'s `aug`
 
+def default_workers(device=None)->int:
+    "DataLoader worker processes for training on `device` (default: CUDA where there is one): 0 on a CPU, else cores - 1, at most 8."
+    # on a CPU the cores train the model and reading takes a tenth of a step; a GPU trains faster than one core reads
+    dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    return 0 if dev.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) - 1))
+
 def _world()->int:
     "The number of processes `torchrun` started (its `WORLD_SIZE`), 1 outside it."
     from fastai.torch_core import num_distrib
@@ -136,7 +142,8 @@ def train_detector(train:list, valid:list, # `Record`s
                    bf16:bool=False, # bfloat16 mixed precision (`BF16Training`)
                    aug:bool|str=False, # training-set augmentation, `get_dls`'s: True fastai's flips and lighting, 'ssd' the paper's (08_augment)
                   distributed:bool=False, # one process of a `torchrun` run: PyTorch DDP through fastai's `distrib_ctx` (07b_distributed)
-                  sync_bn:bool=False # with `distributed`: batch norm statistics over the global batch
+                  sync_bn:bool=False, # with `distributed`: batch norm statistics over the global batch
+                  workers:int|None=None # DataLoader worker processes; default `default_workers()`: 0 on a CPU, up to 8 with a GPU
                   )->Learner:
     "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`, with DDP if `distributed`)."
     if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
@@ -152,7 +159,7 @@ def train_detector(train:list, valid:list, # `Record`s
         bs = n
     if bs < st['min_bs']: raise ValueError(f"the {stage} model needs a batch size of at least {st['min_bs']} to train (batch norm on a 1x1 map), got {bs}")
     set_seed(seed)
-    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug)
+    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug, num_workers=default_workers() if workers is None else workers)
     model = st['model'](len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     anchors, gs = stage_priors(stage, model, size)
     learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, st['per_positive']), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
