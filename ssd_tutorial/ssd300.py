@@ -347,7 +347,7 @@ class MultiBoxLoss:
 # %% ../nbs/07_ssd300.ipynb #4282349c
 def _nms_by_group(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
     "NMS within each group of `groups` (sorted); kept indices by decreasing score."
-    if len(boxes) <= 4000: return _group_nms(boxes, scores, groups, iou_thresh)
+    if len(boxes) <= 4000 or boxes.is_cuda: return _group_nms(boxes, scores, groups, iou_thresh)   # a GPU: all groups at once
     n = torch.unique_consecutive(groups, return_counts=True)[1].tolist()
     starts = [0] + torch.tensor(n).cumsum(0).tolist()[:-1]
     keep = torch.cat([torchvision.ops.nms(b, s, iou_thresh) + i for b, s, i in zip(boxes.split(n), scores.split(n), starts)])
