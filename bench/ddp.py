@@ -5,7 +5,7 @@ Each run trains the 4x4-grid detector (ResNet18, 128 px, float32) on easy shapes
 `ssd-tutorial train`). On the CPU the cores are shared: 1 process gets all `--threads` threads, N processes
 `threads // N` each (2 cores: 1 x 2 threads against 2 x 1). On CUDA one process per GPU, 1 to all the GPUs.
 Prints a row per run and the scaling efficiency: (images/s with N) / (N x images/s with 1).
-Usage: python bench/ddp.py [--nprocs 1 2] [--steps 8] [--warmup 2] [--bs 16] [--threads 2]"""
+Usage: python bench/ddp.py [--nprocs 1 2] [--steps 8] [--warmup 2] [--bs 16] [--threads 2] [--quick]"""
 import argparse, json, os, sys, time, torch
 from pathlib import Path
 
@@ -42,7 +42,9 @@ def main():
     p.add_argument('--steps', type=int, default=8); p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--bs', type=int, default=16); p.add_argument('--threads', type=int, default=os.cpu_count())
     p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--quick', action='store_true', help='one small case, to check that the script still runs (the tests run it so)')
     a = p.parse_args()
+    if a.quick: a.nprocs, a.steps, a.warmup, a.bs = [1], 1, 0, 2
     if a.worker: return worker(a)
     from ssd_tutorial.distributed import torchrun
     print(f"{'cuda: ' + torch.cuda.get_device_name() if cuda else f'cpu: {os.cpu_count()} cores'}; grid4x4 ResNet18 128 px, float32, batch {a.bs} per process, {a.steps} timed steps")

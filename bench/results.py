@@ -1,6 +1,7 @@
 """Train the stages side by side on the easy shapes data and write the README's results table (bench/results.md).
 
-Each run uses 10240 training / 160 validation images of the easy shapes (drawn at 128 px), ResNet18 from random
+Each run uses 10240 training / 160 validation images of the easy shapes (drawn at the stage's input size, as
+`ssd-tutorial train` draws them: no 128 -> 300 upscale), ResNet18 from random
 weights, batch 32, 2 epochs, one-cycle lr 1e-3, multigrid head dropout 0.1 and bfloat16 mixed precision (where the
 hardware has it; --fp32 turns it off), with one stage and loss at the stage's input size (128 px for grid4x4 and
 multigrid, 300 px for ssd, whose loss can also be multibox); several seeds show the noise.
@@ -38,13 +39,16 @@ def main():
     p.add_argument('--configs', nargs='+', default=['grid4x4:bce', 'multigrid:bce', 'multigrid:focal'])
     p.add_argument('--out', default=str(Path(__file__).parent / 'results.md'))
     p.add_argument('--aug-out', default=str(Path(__file__).parent / 'augment.md'), help='where the rows of configs with an augmentation go')
+    p.add_argument('--quick', action='store_true', help='one small case into a temporary file, to check that the script still runs (the tests run it so)')
     a = p.parse_args()
+    if a.quick:
+        import tempfile
+        d = tempfile.mkdtemp()
+        a.seeds, a.n_train, a.epochs, a.configs, a.out, a.aug_out = [0], 32, 1, ['grid4x4:bce'], f'{d}/results.md', f'{d}/augment.md'
     bf16 = not a.fp32 and bf16_native('cuda' if torch.cuda.is_available() else 'cpu')
-    path = get_shapes(a.n_train, 160, size=128, difficulty='easy')
-    train, valid = read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES)
     machine = torch.cuda.get_device_name() if torch.cuda.is_available() else f'{torch.get_num_threads()}-thread CPU'
     machine += f', torch {torch.__version__.split("+")[0]}'
-    settings = (f'Easy shapes, {a.n_train} training / 160 validation images drawn at 128 px and read at the stage\'s input size, ResNet18 from '
+    settings = (f'Easy shapes, {a.n_train} training / 160 validation images drawn at the stage\'s input size, ResNet18 from '
                 f'random weights, {a.epochs} epochs at lr {a.lr:g}, {"bfloat16 mixed precision" if bf16 else "float32"}, seeds {", ".join(map(str, a.seeds))}.')
     rows, aug_rows = [], []
     for cfg in a.configs:
@@ -52,6 +56,8 @@ def main():
         stage, _, size = stage.partition('@')                      # `ssd@128`: the stage at another input size
         size = int(size) if size else None
         if aug and aug[0] not in AUG_FLAGS: p.error(f'unknown augmentation {aug[0]!r} in {cfg}; known: {list(AUG_FLAGS)}')
+        path = get_shapes(a.n_train, 160, size=size or STAGES[stage]['size'], difficulty='easy')   # drawn at the size the stage reads
+        train, valid = read_voc(path, 'train', SHAPES), read_voc(path, 'val', SHAPES)
         rs = [run(stage, loss, s, a.epochs, a.lr, train, valid, a.drop, bf16, *(aug or ['none']), size=size) for s in a.seeds]
         for s, r in zip(a.seeds, rs): print(f'{cfg} seed {s}: mAP@0.5 {r["map50"]:.3f}, COCO AP {r["ap"]:.3f}, {r["secs"]:.0f}s', flush=True)
         m = lambda k: '-' if None in [r[k] for r in rs] else f'{np.mean([r[k] for r in rs]):.3f} ± {np.std([r[k] for r in rs]):.3f}'
@@ -75,8 +81,9 @@ def merge(out:Path, settings:str, rows:list, head:list=HEAD)->str:
     "The table of `out` with `rows` in it: a row replaces the one of the same configuration if `out` was written with the same settings."
     n_key = 4 if head is HEAD_AUG else 3   # stage, input, loss (and augmentation)
     keep = {}
-    if out.exists() and out.read_text().startswith(settings):
-        for l in out.read_text().splitlines():
+    old = out.read_text().replace('drawn at 128 px and read at the stage\'s input size', 'drawn at the stage\'s input size') if out.exists() else ''
+    if old.startswith(settings):   # (the rows written before the data was drawn at each stage's size were all 128 px: the same)
+        for l in old.splitlines():
             if l.startswith('| ') and not l.startswith(head[0]): keep[tuple(c.strip() for c in l.split('|')[1:1 + n_key])] = l
     for r in rows: keep[tuple(c.strip() for c in r.split('|')[1:1 + n_key])] = r
     return '\n'.join([settings + ' Mean ± std over the seeds; each row\'s machine and command are given (written by `python bench/results.py`).', '',

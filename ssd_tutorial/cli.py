@@ -105,7 +105,8 @@ def cmd_train(args):
     if world > 1: say(f"DDP: {world} processes ({torch.distributed.get_backend()}), batch {args.bs} each: global batch {world * args.bs}; "
                       f"learning rate {args.lr:g} x {LR_RULES[rule](world):g} = {lr:g} ({rule} scaling); batch norm {'synchronised' if sync_bn else 'per process'}")
     try: learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, lr, args.backbone,
-                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16, AUG_FLAGS[args.aug], distributed=world > 1, sync_bn=sync_bn)
+                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16, AUG_FLAGS[args.aug], distributed=world > 1, sync_bn=sync_bn,
+                                workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:
         if not rank0: raise
         ck = _save(e.learn, args, classes, out)
@@ -121,6 +122,18 @@ def cmd_train(args):
     return 0
 
 # %% ../nbs/90_cli.ipynb #59fb7cf9
+def _eval_results(args, dets:list, valid:list, classes:list)->tuple:
+    "COCO results entries of `dets` on `valid`, with `file_name` and `category_name`; a COCO file's own image and category ids, else 1..n and 1..C."
+    if args.data != 'shapes' and Path(args.data).is_file():   # a COCO file, already read and checked by `load_eval_set`
+        d, root = json.loads(Path(args.data).read_bytes()), Path(args.img_dir) if args.img_dir else Path(args.data).parent
+        ids, cats = {root / im['file_name']: im['id'] for im in d['images']}, {c['name']: c['id'] for c in d['categories']}
+        iids, cids, what = [ids[r.fname] for r in valid], [cats.get(c) for c in classes], f"the image and category ids of {args.data}"
+    else: iids, cids, what = list(range(1, len(valid) + 1)), list(range(1, len(classes) + 1)), "image ids 1..n in the order of the images scored, category ids 1..C in the checkpoint's class order"
+    names = {i: str(r.fname) for i, r in zip(iids, valid)}
+    res = [dict(e, image_id=e['image_id'], file_name=names[e['image_id']], category_id=cids[e['category_id'] - 1], category_name=classes[e['category_id'] - 1])
+           for e in dets_to_coco(dets, classes, image_ids=iids)]
+    return res, what
+
 def cmd_evaluate(args):
     "Evaluate a checkpoint on every image of a COCO file, a VOC folder's test (else val) split, or shapes' validation images."
     matplotlib.use('Agg')
@@ -129,19 +142,21 @@ def cmd_evaluate(args):
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     model, cfg = load_checkpoint(args.ckpt, dev)
     classes = cfg['classes']   # the checkpoint's: the data's labels are matched to them by name
-    kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir)
+    kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size or cfg['size'], difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir)
     valid, what = load_eval_set(args.data, classes, args.split, **kw)
     if args.check: check_images(valid)
     loss = cfg.get('loss', 'bce')
     anchors, gs = stage_priors(cfg['stage'], model, cfg['size'])
     print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg['size']}px, {loss} loss) on {len(valid)} images: {what}")
-    res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss))
+    workers = default_workers(dev) if args.workers is None else args.workers
+    res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss), workers=workers)
     print(metrics_table(res, classes))
-    (out / 'detections.json').write_text(json.dumps(dets_to_coco(res['dets'], classes)))
+    results, ids = _eval_results(args, res['dets'], valid, classes)
+    (out / 'detections.json').write_text(json.dumps(results))
     (out / 'metrics.json').write_text(json.dumps({k: res[k] for k in ('voc07', 'voc', 'coco')}, indent=1))
     fig = plot_pr(res['gts'], res['dets'], classes)
     fig.savefig(out / 'pr_curves.png', dpi=80)
-    print(f"detections (COCO results format; image ids 1..n in the order above, category ids 1..C in the checkpoint's class order): {out / 'detections.json'}\n"
+    print(f"detections (COCO results format, plus file_name and category_name; {ids}): {out / 'detections.json'}\n"
           f"metrics: {out / 'metrics.json'}\nprecision-recall curves: {out / 'pr_curves.png'} [{time.time() - t0:.0f}s]")
     return 0
 
@@ -151,7 +166,8 @@ DEMO = dict(data='shapes', stage='ssd', loss='multibox', difficulty='easy', n_tr
 
 def cmd_demo(args):
     "Make (or reuse) the easy shapes data, train SSD at 128 px (ResNet18, MultiBox) in under 5 minutes on a CPU, report its mAP."
-    for k, v in DEMO.items(): setattr(args, k, v)
+    for k, v in DEMO.items():
+        if getattr(args, k, None) is None: setattr(args, k, v)   # the recipe, but what the command line gave (--n-train)
     args.bf16 = bf16_native('cuda' if torch.cuda.is_available() else 'cpu')  # bfloat16 where the hardware has it
     return cmd_train(args)
 
@@ -160,6 +176,12 @@ def _positive(s):
     try: v = int(s)
     except ValueError: v = 0
     if v <= 0: raise argparse.ArgumentTypeError(f'must be a positive integer, got {s}')
+    return v
+
+def _count(s):
+    try: v = int(s)
+    except ValueError: v = -1
+    if v < 0: raise argparse.ArgumentTypeError(f'must be 0 or a positive integer, got {s}')
     return v
 
 # %% ../nbs/90_cli.ipynb #2a15ee94
@@ -175,12 +197,15 @@ def _data_args(p, evaluate:bool=False):
     p.add_argument('--data', default='shapes', help="'shapes', a Pascal VOC folder, or a COCO JSON file (default shapes)")
     p.add_argument('--img-dir', default=None, help='COCO: folder of the images (default: the JSON file\'s folder)')
     if evaluate: p.add_argument('--split', default=None, help="which images to score: VOC, a split of ImageSets/Main (default test, else val); "
-                                "COCO, 'all' (default) or 'holdout' (the 20%% that train held out of the same file); shapes, its validation images")
+                                "COCO, 'all' (default) or 'holdout' (the 20%% that train held out of the same file when it had no --valid-json; "
+                                "split seed 0, whatever train's --seed); shapes, always its validation images")
     else: p.add_argument('--valid-json', default=None, help='COCO: a validation JSON (default: hold out 20%% of --data)')
     p.add_argument('--difficulty', choices=list(DIFFICULTY), default='easy', help='shapes: difficulty (default easy)')
     p.add_argument('--n-train', type=_positive, default=640, help='shapes: training images (default 640)')
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
     p.add_argument('--no-check', dest='check', action='store_false', help='do not decode every image before starting (faster start, later errors)')
+    p.add_argument('--workers', type=_count, default=None, help=('threads that read the images' if evaluate else 'DataLoader worker processes') +
+                   ' (default: 0 on a CPU, whose cores run the model; with a GPU one per CPU core but one, at most 8)')
 
 # %% ../nbs/90_cli.ipynb #7c4580be
 _COMMANDS = []  # functions that add the sub-parsers of later sections (predict, export) to `get_parser`'s
@@ -202,6 +227,7 @@ def get_parser()->argparse.ArgumentParser:
     m = sub.add_parser('demo', help='offline demo: make the easy shapes data, train a detector on the CPU in under 5 minutes, print its mAP')
     m.add_argument('--epochs', type=_positive, default=2, help='epochs (default 2)')
     m.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    m.add_argument('--n-train', type=_positive, default=None, help='training images (default 5120, the recipe; fewer make a quicker, weaker demo)')
     m.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     m.set_defaults(func=cmd_demo)
     t = sub.add_parser('train', help='train a detector')
@@ -225,10 +251,10 @@ def get_parser()->argparse.ArgumentParser:
                    help='under torchrun or accelerate launch, --lr is for one process\'s --bs: times the number of processes (linear), its square root (sqrt), or as given (none) (default linear)')
     t.add_argument('--dist-timeout', type=_positive_float, default=1800, help='under torchrun: seconds a process waits for the others before it fails (default 1800)')
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on every image of a dataset (a VOC folder: its test or val split)')
+    e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on every image of a dataset (a VOC folder: its test or val split; shapes: its validation images)')
     e.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
     _data_args(e, evaluate=True)
-    e.add_argument('--size', type=_positive, default=128, help='shapes: image size of the dataset to make (default 128)')
+    e.add_argument('--size', type=_positive, default=None, help="shapes: image size of the dataset to make (default the checkpoint's input size)")
     e.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
     e.add_argument('--out', default='ssd_out', help='folder for detections.json, metrics.json, pr_curves.png (default ssd_out)')
     e.set_defaults(func=cmd_evaluate)
@@ -333,8 +359,8 @@ def _predict_parser(sub):
     p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
     p.add_argument('images', nargs='+', metavar='IMAGE_OR_FOLDER', help='image files, and folders of images (not searched recursively)')
     p.add_argument('--out', default='ssd_out/predict', help='folder for <name>.png per image and detections.json (default ssd_out/predict). '
-                   'predict never writes over a file it did not write: a folder that holds input images, or files of those names '
-                   'that an earlier predict did not write, is refused before any work')
+                   'predict never writes over a file it did not write: a folder that holds input images, or files named like its outputs '
+                   'that an earlier predict did not write, is refused before any image is read')
     p.add_argument('--score-thresh', type=_score, default=.3, help='keep detections scored above this (default 0.3)')
     p.add_argument('--bs', type=_positive, default=16, help='images per batch (default 16)')
     p.add_argument('--fast-decode', action='store_true', help='decode JPEGs at a reduced scale still at least the model\'s input size (2-3x faster reading of large photos; pixels differ slightly from training\'s full decode); the pictures are saved at that reduced size, their boxes scaled to it, while detections.json stays in full-size pixels')

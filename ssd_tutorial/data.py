@@ -428,6 +428,7 @@ def load_eval_set(source, # 'shapes', a VOC folder, or a COCO JSON file
     "The images of `source` to evaluate a model of `classes` on, their labels matched to `classes` by name."
     p = Path(source)
     if str(source) == 'shapes':
+        if split not in (None, 'val'): raise DataError(f"the shapes dataset is evaluated on its validation images; there is no split {split!r}")
         p = get_shapes(seed=seed, **shapes_kw)
         recs, what = read_voc(p, 'val', SHAPES), f'the validation images of the shapes dataset {p.name}'
     elif not p.exists(): raise DataError(f"{p}: no such file or folder (expected 'shapes', a VOC folder or a COCO JSON file)")
@@ -440,7 +441,7 @@ def load_eval_set(source, # 'shapes', a VOC folder, or a COCO JSON file
     elif split in (None, 'all'): recs, what = read_coco(p, img_dir), f'every image of {p}'
     elif split == 'holdout':
         recs = load_dataset(p, img_dir, seed=seed)[1]
-        what = f'the 20% of {p} that training on it holds out for validation (seed {seed})'
+        what = f"the 20% of {p} that load_dataset holds out of training when there is no separate validation file (split seed {seed})"
     else: raise DataError(f"{p}: a COCO file is evaluated on 'all' its images or on the 'holdout' of training, not {split!r}")
     unknown = {}
     for r in recs:
@@ -457,6 +458,6 @@ def objects_to_train(train:list, # training `Record`s
     n = sum(int((~r.crowd).sum()) for r in train)
     if n == 0:
         crowd = sum(int(r.crowd.sum()) for r in train)
-        raise DataError(f"{src}: no objects in its {len(train)} training images{f' (only {crowd} crowd regions, which are not trained on)' if crowd else ''}: "
+        raise DataError(f"{src}: no objects in its {len(train)} training image{'s' * (len(train) != 1)}{f' (only {crowd} crowd regions, which are not trained on)' if crowd else ''}: "
                         "nothing to learn; a detector learns from annotated boxes")
     return n

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01a_files.ipynb #1a000003
 from __future__ import annotations
-import json, math, re, reprlib, threading, warnings, xml.etree.ElementTree as ET
+import contextlib, json, math, re, reprlib, threading, warnings, xml.etree.ElementTree as ET
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
@@ -92,12 +92,17 @@ def _orientation(im)->int:
 MAX_PIXELS = 400_000_000   # the largest image read: a 400 Mpx pixel-shift photo (Pillow's own limit, 179 Mpx, is set aside)
 _OPENING = threading.Lock()
 
+@contextlib.contextmanager
+def _no_pillow_limit():
+    "Pillow's decompression-bomb limit (a module global) set aside for one file at a time, then put back."
+    with _OPENING:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try: yield
+        finally: Image.MAX_IMAGE_PIXELS = limit
+
 def _open(fn)->Image.Image:
     "`Image.open(fn)` under `MAX_PIXELS` instead of Pillow's decompression-bomb limit; an `ImageError` for a bigger image."
-    with _OPENING:   # Pillow reads its limit from a module global: set aside only while one file is opened
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try: im = Image.open(fn)
-        finally: Image.MAX_IMAGE_PIXELS = limit
+    with _no_pillow_limit(): im = Image.open(fn)
     w, h = im.size
     if w * h > MAX_PIXELS:
         im.close()
@@ -141,7 +146,9 @@ def _load(fn, draft:bool|int=False)->Image.Image:
         with _open(fn) as im:
             o, full = _orientation(im), im.size
             if draft and im.format == 'JPEG': im.draft(None, (1, 1) if draft is True else (draft, draft))
-            im.load()
+            if im.format == 'TIFF':   # Pillow checks a TIFF's size again as it decodes it
+                with _no_pillow_limit(): im.load()
+            else: im.load()
             out = _rgb8(im.transpose(_TURN[o]) if o != 1 else im)
             out.info['full_size'] = full[::-1] if o in (5, 6, 7, 8) else full   # (w, h) of the whole image as a viewer shows it
             return out

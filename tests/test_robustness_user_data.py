@@ -87,9 +87,10 @@ def coco(shapes, tmp_path_factory):
     recs = read_voc(shapes, 'train', SHAPES)[:12] + read_voc(shapes, 'val', SHAPES)
     to_coco(recs, SHAPES, d / 'my.json')
     j = json.loads((d / 'my.json').read_text())
-    back = {c['id']: len(SHAPES) + 1 - c['id'] for c in j['categories']}
+    back = {c['id']: 10 + len(SHAPES) - c['id'] for c in j['categories']}          # ids 14..10, listed in reverse
     j['categories'] = [dict(id=back[c['id']], name=c['name']) for c in reversed(j['categories'])]
     for a in j['annotations']: a['category_id'] = back[a['category_id']]
+    for o in j['images'] + j['annotations']: o['id' if 'file_name' in o else 'image_id'] += 100   # image ids 101..120
     (d / 'reordered.json').write_text(json.dumps(j))
     return d, recs
 
@@ -111,6 +112,15 @@ def test_evaluate_matches_coco_categories_by_name_whatever_their_ids(ckpt, coco,
         assert main(['evaluate', '--ckpt', str(ckpt), '--data', str(d / f'{f}.json'), '--img-dir', str(recs[0].fname.parent), '--out', str(tmp_path / f)]) == 0, capsys.readouterr().err
     a, b = (json.loads((tmp_path / f / 'metrics.json').read_text()) for f in ('my', 'reordered'))
     assert a == b and set(a['voc07']['AP']) == set(SHAPES)
+    dets = json.loads((tmp_path / 'reordered' / 'detections.json').read_text())  # in the file's own ids: pycocotools scores them against it
+    assert {r['image_id'] for r in dets} <= set(range(101, 121)) and {r['category_id'] for r in dets} <= set(range(10, 15))
+    assert all(r['file_name'].endswith('.jpg') and r['category_name'] in SHAPES for r in dets)
+    import contextlib, io
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(d / 'reordered.json')); e = COCOeval(gt, gt.loadRes(dets), 'bbox'); e.evaluate(); e.accumulate(); e.summarize()
+    assert e.stats[0] == pytest.approx(b['coco']['AP'], abs=1e-9)
 
 def voc_folder(root:Path, shapes:Path, splits:dict, rename=None)->Path:
     "A VOC folder at `root` with the shapes images of `splits` ({split: ids}), labels renamed by `rename`."
@@ -223,3 +233,11 @@ def test_a_dataset_with_no_object_is_an_error_before_training(shapes, tmp_path, 
     assert not list((tmp_path / 'o').glob('*.pth'))                              # no checkpoint of no classes
     with pytest.raises(DataError, match='no objects in its 5 training images'):
         train_detector(read_voc(root, 'train'), read_voc(root, 'val'), SHAPES, epochs=1, bs=2)
+
+def test_a_big_tiff_is_read_too(tmp_path, monkeypatch):
+    "Pillow checks a TIFF's size a second time, as it decodes it: that check is set aside as well (Pillow's limit lowered here to show it)."
+    Image.new('RGB', (300, 200), 'blue').save(tmp_path / 'a.tif')
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 10_000)                      # 60,000 pixels: over twice Pillow's limit
+    with pytest.raises(Image.DecompressionBombError): Image.open(tmp_path / 'a.tif').load()
+    assert load_image(tmp_path / 'a.tif').size == (300, 200) and image_size(tmp_path / 'a.tif') == (300, 200)
+    assert Image.MAX_IMAGE_PIXELS == 10_000
