@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from torch import Tensor
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from fastai.vision.all import imagenet_stats
 from .boxes import *
 from .data import *
+from fastai.vision.all import imagenet_stats   # after `data`, which quiets fastai's import-time warning
 from .nms import *
 
 # %% auto #0

@@ -126,20 +126,23 @@ def _tv_model(arch:str, pretrained:bool)->nn.Module:
 
 # %% ../nbs/07_ssd300.ipynb #6e16c529
 class VGGAtrous(nn.Module):
-    "SSD300's VGG16-atrous body: conv4_3 (L2-normalised), conv7 and four extra layers; returns the six feature maps."
+    "SSD300's VGG16-atrous body: conv4_3 (L2-normalised), conv7 and four extra layers; returns the six feature maps. `bn`: batch norm after every conv."
     extra_cfg = ((1024, 256, 512, 2, 1), (512, 128, 256, 2, 1), (256, 128, 256, 1, 0), (256, 128, 256, 1, 0))
     nfs = (512, 1024, 512, 256, 256, 256)  # channels of the six maps
-    def __init__(self, pretrained:bool=False): # try torchvision's ImageNet weights for the VGG16 convs
+    def __init__(self, pretrained:bool=False, # try torchvision's ImageNet weights for the VGG16 convs
+                 bn:bool=False): # torchvision's `vgg16_bn` (batch norm after every conv), batch norm in fc6, fc7 and the extra layers too
         super().__init__()
-        vgg = _tv_model('vgg16', pretrained).features
-        vgg[16].ceil_mode = True                                            # pool3: 75 -> 38
-        self.conv4_3 = vgg[:23]                                             # conv1_1 .. conv4_3 + ReLU
+        vgg = _tv_model('vgg16_bn' if bn else 'vgg16', pretrained).features
+        p3, p4, p5 = [i for i, l in enumerate(vgg) if isinstance(l, nn.MaxPool2d)][2:]   # pool3, pool4, pool5 (16, 23, 30 without bn)
+        vgg[p3].ceil_mode = True                                            # pool3: 75 -> 38
+        self.conv4_3 = vgg[:p4]                                             # conv1_1 .. conv4_3 + ReLU
         self.l2norm = L2Norm(512, 20.)
+        norm = lambda c: [nn.BatchNorm2d(c)] if bn else []
         fc = [nn.MaxPool2d(3, 1, 1),                                        # pool5: 3x3, stride 1
-              nn.Conv2d(512, 1024, 3, padding=6, dilation=6), nn.ReLU(inplace=True),   # conv6 (fc6), atrous
-              nn.Conv2d(1024, 1024, 1), nn.ReLU(inplace=True)]              # conv7 (fc7)
-        self.conv7 = nn.Sequential(*vgg[23:30], *fc)                        # pool4, conv5_1 .. conv5_3, then fc
-        self.extras = nn.ModuleList([_extra(*c) for c in self.extra_cfg])   # conv8_2 .. conv11_2
+              nn.Conv2d(512, 1024, 3, padding=6, dilation=6), *norm(1024), nn.ReLU(inplace=True),   # conv6 (fc6), atrous
+              nn.Conv2d(1024, 1024, 1), *norm(1024), nn.ReLU(inplace=True)]              # conv7 (fc7)
+        self.conv7 = nn.Sequential(*vgg[p4:p5], *fc)                        # pool4, conv5_1 .. conv5_3, then fc
+        self.extras = nn.ModuleList([_extra(*c, bn=bn) for c in self.extra_cfg])   # conv8_2 .. conv11_2
         _xavier(nn.ModuleList(fc)); _xavier(self.extras)
     def fmap_sizes(self, size:int)->list:
         "Sides of the six feature maps for a `size` px input."
@@ -230,14 +233,14 @@ class SSD300(SSDModel):
 
 # %% ../nbs/07_ssd300.ipynb #5b407a91
 def ssd_model(n_classes:int, # object classes, background not counted
-              backbone:str='vgg16', # 'vgg16' (the paper's), 'resnet34' (MLPerf's) or 'resnet18'
+              backbone:str='vgg16', # 'vgg16' (the paper's), 'vgg16_bn' (with batch norm: trains from scratch), 'resnet34' (MLPerf's) or 'resnet18'
               size:int=300, # input size: VGG16 needs 268 px or more; a ResNet body is laid out for it
               pretrained:bool=False # try torchvision's ImageNet weights for the backbone
              )->SSD300:
     "SSD with a VGG16-atrous or ResNet body: outputs `(clas [bs, A, C+1], bbox [bs, A, 4])`, A = 8732 at 300 px."
-    if backbone == 'vgg16': body = VGGAtrous(pretrained)
+    if backbone in ('vgg16', 'vgg16_bn'): body = VGGAtrous(pretrained, bn=backbone == 'vgg16_bn')
     elif backbone in ('resnet18', 'resnet34'): body = ResNetSSD(backbone, pretrained, size)
-    else: raise ValueError(f"backbone must be 'vgg16', 'resnet34' or 'resnet18', got {backbone!r}")
+    else: raise ValueError(f"backbone must be 'vgg16', 'vgg16_bn', 'resnet34' or 'resnet18', got {backbone!r}")
     ratios = SSD300_RATIOS[:len(body.nfs)]                                    # the first maps' ratios when there are fewer maps
     m = SSD300(body, SSDHead(n_classes, body.nfs, [2 + 2 * len(r) for r in ratios]), ratios)
     m.fmap_sizes(size)

@@ -135,7 +135,7 @@ def train_detector(train:list, valid:list, # `Record`s
                    stage:str='grid4x4', # a key of `STAGES`
                    size:int|None=None, # input size; default the stage's (128, or 300 for 'ssd')
                    bs:int=32, epochs:int=8, lr:float=3e-3, # batch size, epochs, peak one-cycle learning rate
-                   backbone:str='resnet18', # 'resnet18', 'resnet34', or for 'ssd' also 'vgg16'
+                   backbone:str='resnet18', # 'resnet18', 'resnet34', or for 'ssd' also 'vgg16' and 'vgg16_bn'
                    pretrained:bool=False, seed:int=0,
                    loss:str='bce', # a key of `LOSSES`: 'bce', 'focal' or 'multibox'
                    model_kw:dict|None=None, # more arguments of the stage's model (multigrid: `drop`)

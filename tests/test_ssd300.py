@@ -219,6 +219,28 @@ def test_pretrained_falls_back_with_a_warning(monkeypatch):
             m = ssd_model(3, arch, pretrained=True)
         assert isinstance(m, SSD300)
 
+def test_vgg16_bn_is_vgg16_with_batch_norm_everywhere(tmp_path):
+    "The from-scratch body: torchvision's vgg16_bn convs, batch norm in fc6, fc7 and the extras; the same maps and 8732 boxes; it trains and round-trips."
+    torch.manual_seed(0)
+    m, plain = ssd_model(5, 'vgg16_bn'), ssd_model(5, 'vgg16')
+    convs = lambda mod: [l for l in mod.modules() if isinstance(l, nn.Conv2d)]
+    bns = [l for l in m.modules() if isinstance(l, nn.BatchNorm2d)]
+    assert len(bns) == len(convs(m.body)) == len(convs(plain.body)) == 23 and not any(isinstance(l, nn.BatchNorm2d) for l in plain.modules())
+    assert [c.weight.shape for c in convs(m)] == [c.weight.shape for c in convs(plain)]     # the same network otherwise
+    tv = torchvision.models.vgg16_bn(weights=None).features
+    assert [c.weight.shape for c in convs(m.body.conv4_3) + convs(m.body.conv7)[:3]] == [c.weight.shape for c in convs(tv)]
+    assert m.fmap_sizes(300) == plain.fmap_sizes(300) == list(FMAPS)
+    bb, lb = torch.tensor([[[-.8, -.8, .2, .3]], [[-.2, -.5, .9, .9]]]), torch.tensor([[1], [3]])
+    opt = torch.optim.SGD(m.parameters(), lr=1e-2)
+    loss = MultiBoxLoss(ssd_anchors())(m.train()(torch.randn(2, 3, 300, 300)), bb, lb)
+    loss.backward(); before = m.body.extras[0][1].running_mean.clone(); opt.step()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in m.parameters())
+    assert not torch.equal(before, torch.zeros_like(before))                                # batch norm saw the batch
+    ck = save_checkpoint(m, tmp_path / 'v', stage='ssd', classes=[f'c{i}' for i in range(5)], size=300, backbone='vgg16_bn')
+    m2, cfg = load_checkpoint(ck)
+    x = torch.randn(1, 3, 300, 300)
+    with torch.no_grad(): assert torch.allclose(m2(x)[0], m.eval()(x)[0], atol=1e-5)
+
 def test_checkpoint_roundtrip(tmp_path, rn18):
     assert MODEL_FACTORIES['ssd'].__name__ == 'ssd_model'  # (running nbs/07 in this process registers its own copy)
     m = rn18
