@@ -5,13 +5,13 @@ For one stage, input size, backbone and batch size on the device at hand (CUDA w
    `ssd-tutorial train` makes them) iterated and put on the device, no model: images/s, for each worker count asked.
 2. Step: one fastai training step (forward, loss, backward, optimiser) on one fixed batch already on the device,
    repeated: the most the model can train, images/s.
-3. Epoch: `train_detector` for one epoch on `--n-train` images with the chosen workers, the training phase timed
+3. Epoch: `train_detector` for one epoch on `--n-train` images with its default workers (`default_workers()`), the training phase timed
    alone (validation left out): images/s, and epoch/step, the share of the step's speed a real epoch reaches.
    An epoch below the step means the GPU waits for data (or Python); on a CPU the step bounds everything.
 bfloat16 where the device has it natively (`--fp32` turns it off). `--quick`: a tiny case that checks the script runs.
 Usage: python bench/train_speed.py [--stage ssd] [--size 300] [--backbone resnet34] [--bs 32] [--n-train 512]
                                    [--workers 0 8] [--loss multibox] [--fp32] [--out bench/train_speed.md] [--quick]"""
-import argparse, time, torch
+import argparse, contextlib, io, time, torch
 from fastai.vision.all import Learner, Callback
 from ssd_tutorial.data import get_shapes, read_voc, get_dls, SHAPES
 from ssd_tutorial.train import STAGES, BF16Training, bf16_native, stage_priors, make_loss, train_detector, default_workers
@@ -77,13 +77,15 @@ def run(a):
     model = STAGES[a.stage]['model'](len(SHAPES), backbone=a.backbone, size=size).to(dev)
     step = step_speed(dls, model, make_loss(a.loss, len(SHAPES), *stage_priors(a.stage, model, size), STAGES[a.stage]['per_positive']), bf16, a.reps, sync)
     print(f'training step, synthetic batch: {step:8.1f} images/s')
-    w = max(workers)
+    w = default_workers(dev)   # what `train_detector` and `ssd-tutorial train` use here
     clock = _TrainClock(); clock.sync = sync
     from fastai.learner import Learner as L_
     orig = L_.fit_one_cycle
     def fit(self, *args, **kw): self.add_cb(clock); return orig(self, *args, **kw)
     L_.fit_one_cycle = fit
-    try: train_detector(train, valid, SHAPES, a.stage, size=size, bs=a.bs, epochs=1, lr=1e-3, backbone=a.backbone, loss=a.loss, bf16=bf16, workers=w)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):   # fastai's progress bar and table stay out of the report
+            train_detector(train, valid, SHAPES, a.stage, size=size, bs=a.bs, epochs=1, lr=1e-3, backbone=a.backbone, loss=a.loss, bf16=bf16, workers=w)
     finally: L_.fit_one_cycle = orig
     epoch = clock.n / clock.secs
     print(f'real epoch, {w} worker{"s" * (w != 1)}: {epoch:8.1f} images/s ({clock.n} images in {clock.secs:.1f} s)')
