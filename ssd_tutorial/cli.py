@@ -239,7 +239,8 @@ def get_parser()->argparse.ArgumentParser:
     t.add_argument('--size', type=_positive, default=None, help="input size in pixels (default the stage's: 128, or 300 for ssd)")
     t.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
     t.add_argument('--lr', type=_positive_float, default=3e-3, help='peak learning rate of the one-cycle schedule (default 3e-3)')
-    t.add_argument('--backbone', choices=['resnet18', 'resnet34', 'vgg16'], default='resnet18', help='body: resnet18, resnet34, or for ssd vgg16 (default resnet18)')
+    t.add_argument('--backbone', choices=['resnet18', 'resnet34', 'vgg16', 'vgg16_bn'], default='resnet18',
+                   help='body: resnet18, resnet34, or for ssd vgg16 (the paper\'s, for --pretrained ImageNet weights) and vgg16_bn (with batch norm: trains from random weights) (default resnet18)')
     t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (needs them cached or internet)')
     t.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     t.add_argument('--aug', choices=list(AUG_FLAGS), default='none',
