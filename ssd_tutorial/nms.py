@@ -79,7 +79,10 @@ def _group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Te
     return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
 
 # %% ../nbs/05_nms.ipynb #05f0a002
-def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float, max_pairs:int=2**26)->Tensor:
+def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float,
+                max_pairs:int=2**26, # float IoUs computed at a time
+                max_mask:int=2**28 # box pairs of the overlap mask (a byte each); more: `batched_nms`
+               )->Tensor:
     "NMS within each group, all groups at once (no Python loop over them): the kept indices by decreasing score, as `batched_nms`."
     n, dev = len(boxes), boxes.device
     if n == 0: return torch.zeros(0, dtype=torch.long, device=dev)
@@ -87,6 +90,7 @@ def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float, ma
     order = order[groups[order].argsort(stable=True)]                              # by group, then by decreasing score
     counts = torch.unique_consecutive(groups[order], return_counts=True)[1]
     G, K = len(counts), int(counts.max())
+    if G * K * K > max_mask: return batched_nms(boxes, scores, groups, iou_thresh)  # the mask would not fit: one `nms` per group
     gi = torch.repeat_interleave(torch.arange(G, device=dev), counts)             # each sorted box's group and its
     pos = torch.arange(n, device=dev) - (counts.cumsum(0) - counts)[gi]           # place in that group's row
     idx = torch.full((G, K), -1, dtype=torch.long, device=dev); idx[gi, pos] = order

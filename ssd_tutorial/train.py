@@ -29,7 +29,7 @@ def _ssd_priors(model, size:int)->tuple:
 
 # %% ../nbs/07a_train.ipynb #c002484b
 # min_bs: batch norm on a 1x1 map needs two images per batch to train (the multi-grid head's 1x1 grid, the
-# extra layers of SSD's ResNet bodies; SSD's VGG16 has no batch norm but is held to the same rule)
+# extra layers of SSD's ResNet and vgg16_bn bodies; the plain VGG16 has no batch norm but is held to the same rule)
 # per_positive: the sigmoid class losses divided by the number of positives, as MultiBoxLoss is (see below)
 STAGES = {'grid4x4':   dict(model=grid_model,  size=128, min_bs=1, per_positive=False, priors=lambda model, size: (grid_anchors(4), .25)),
           'multigrid': dict(model=multi_model, size=128, min_bs=2, per_positive=False, priors=lambda model, size: (multi_anchors(), multi_grid_sizes())),
@@ -119,10 +119,11 @@ class StopOnNonFinite(Callback):
 AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}   # `--aug` names of `get_dls`'s `aug`
 
 def default_workers(device=None)->int:
-    "DataLoader worker processes for training on `device` (default: CUDA where there is one): 0 on a CPU, else cores - 1, at most 8."
-    # on a CPU the cores train the model and reading takes a tenth of a step; a GPU trains faster than one core reads
+    "DataLoader workers for training on `device` (default: CUDA where there is one): 0 on a CPU, else cores - 1 (at most 8) shared by this machine's processes."
+    # on a CPU the cores train the model and reading takes under 2% of a step (bench/train_speed.md); a GPU trains faster than one core reads
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    return 0 if dev.type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) - 1))
+    here = max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))   # processes on this machine (torchrun sets it)
+    return 0 if dev.type == 'cpu' else min(8, max(1, ((os.cpu_count() or 1) - 1) // here))
 
 def _world()->int:
     "The number of processes `torchrun` started (its `WORLD_SIZE`), 1 outside it."

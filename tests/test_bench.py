@@ -6,7 +6,7 @@ BENCH = Path(__file__).resolve().parent.parent / 'bench'
 SCRIPTS = sorted(p.name for p in BENCH.glob('*.py') if not p.name.startswith('_'))
 
 def test_every_script_is_listed():
-    assert {'bf16.py', 'ddp.py', 'demo.py', 'loss.py', 'postprocess.py', 'predict.py', 'results.py', 'ssd300.py', 'train_speed.py'} <= set(SCRIPTS)
+    assert {'bf16.py', 'ddp.py', 'demo.py', 'loss.py', 'postprocess.py', 'predict.py', 'results.py', 'ssd300.py', 'train_speed.py', 'vgg_scratch.py'} <= set(SCRIPTS)
 
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_bench_script_runs_quick(script, tmp_path):

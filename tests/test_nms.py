@@ -92,6 +92,7 @@ def test_padded_nms_keeps_what_batched_nms_keeps(n, thresh):
         got = _padded_nms(boxes, scores, groups, thresh, max_pairs=max_pairs)
         assert set(got.tolist()) == set(ref.tolist()) and len(got) == len(ref) and torch.all(scores[got][:-1] >= scores[got][1:])
     assert _padded_nms(boxes[:0], scores[:0], groups[:0], thresh).shape == (0,)
+    assert set(_padded_nms(boxes, scores, groups, thresh, max_mask=10).tolist()) == set(ref.tolist())   # over the mask budget: batched_nms
 
 @pytest.mark.cuda
 def test_group_nms_on_cuda_above_4000_boxes():
