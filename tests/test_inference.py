@@ -261,9 +261,9 @@ def test_cli_export(ckpt, tmp_path, fmt, capsys):
 @pytest.mark.cuda
 def test_cuda_same_as_cpu(ckpt, shapes_dir):
     fns = [r.fname for r in read_voc(shapes_dir, 'val', SHAPES)]
-    "Float32 on both (TF32 off); the random weights score every box about 0.047, so near-ties may swap places or fall
+    """Float32 on both (TF32 off); the random weights score every box about 0.047, so near-ties may swap places or fall
     either side of the threshold and of the 100-detection cut: each detection must have its match on the other device
-    (same class, score within 1e-3, IoU > 0.99), all but 2% of them."
+    (same class, score within 1e-3, IoU > 0.99), all but 2% of them."""
     from torchvision.ops import box_iou
     cpu, gpu = (Detector.from_checkpoint(ckpt, device=d, score_thresh=.04, bf16=False) for d in ('cpu', 'cuda'))
     assert next(gpu.model.parameters()).is_cuda
