@@ -130,7 +130,7 @@ def _eval_results(args, dets:list, valid:list, classes:list)->tuple:
         iids, cids, what = [ids[r.fname] for r in valid], [cats.get(c) for c in classes], f"the image and category ids of {args.data}"
     else: iids, cids, what = list(range(1, len(valid) + 1)), list(range(1, len(classes) + 1)), "image ids 1..n in the order of the images scored, category ids 1..C in the checkpoint's class order"
     names = {i: str(r.fname) for i, r in zip(iids, valid)}
-    res = [dict(e, image_id=e['image_id'], file_name=names[e['image_id']], category_id=cids[e['category_id'] - 1], category_name=classes[e['category_id'] - 1])
+    res = [dict(e, file_name=names[e['image_id']], category_id=cids[e['category_id'] - 1], category_name=classes[e['category_id'] - 1])
            for e in dets_to_coco(dets, classes, image_ids=iids)]
     return res, what
 
