@@ -1,4 +1,4 @@
-"""Batched `SSDLoss` against the per-image loop of the 02_grid4x4 notebook, in the same run.
+"""Batched `SigmoidL1Loss` against the per-image loop of the 02_grid4x4 notebook, in the same run.
 
 bs 64, 1-10 objects per image, 16, 189 and 8732 anchors; CPU, and CUDA when present. Prints the time per call of
 each and the speed-up (loop time / batched time), forward and backward together; and the batched loss with its class
@@ -64,7 +64,7 @@ def run(args):
             anc, gs = make_anchors(n)
             anc = anc.to(dev); gs = gs.to(dev) if isinstance(gs, torch.Tensor) else gs
             clas = torch.randn(bs, n, 21, device=dev, requires_grad=True); bbox = torch.randn(bs, n, 4, device=dev, requires_grad=True)
-            lf = SSDLoss(anc, gs)
+            lf = SigmoidL1Loss(anc, gs)
             a, b = loop_loss((clas, bbox), bb, lb, anc, gs), lf((clas, bbox), bb, lb)
             assert torch.allclose(a, b, rtol=1e-4), (a, b)
             t_loop = timeit(lambda: loop_loss((clas, bbox), bb, lb, anc, gs).backward(), args.reps, sync)

@@ -4,7 +4,7 @@ bs 32, 20 classes, 189 anchors (stage 2) and 8732 anchors (SSD300), score thresh
 per image. The fake model outputs have mostly background logits (about -5) and about 1% confident ones, like a
 trained detector's. Checks that both give the same detections, then prints the time per batch of each and the
 speed-up (loop time / batched time); CPU, and CUDA when present. Also `decode_preds` with torchvision's
-`batched_nms` in place of `_group_nms` (one shifted float64 `nms` call; "Making it fast" in 05_nms), and that speed-up.
+`batched_nms` in place of `group_nms` (one shifted float64 `nms` call; "Making it fast" in 05_nms), and that speed-up.
 `--out FILE` also keeps the table in FILE (bench/postprocess.md).
 Usage: python bench/postprocess.py [--reps N] [--out bench/postprocess.md]"""
 import argparse, torch
@@ -38,7 +38,7 @@ def run(args):
     devs = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
     bs, sizes = (4, (189,)) if args.quick else (32, (189, 8732))
     print(f'torch {torch.__version__}, {torch.get_num_threads()} CPU threads; bs {bs}, 20 classes')
-    print(f'{"device":6} {"anchors":>7} {"dets/img":>8} {"loop ms":>9} {"batched ms":>11} {"speed-up":>9} {"batched_nms ms":>15} {"_group_nms speed-up":>20}')
+    print(f'{"device":6} {"anchors":>7} {"dets/img":>8} {"loop ms":>9} {"batched ms":>11} {"speed-up":>9} {"batched_nms ms":>15} {"group_nms speed-up":>20}')
     for dev in devs:
         sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
         for n in sizes:
@@ -50,11 +50,11 @@ def run(args):
             t_loop = timeit(lambda: decode_loop(clas, bbox, anc, gs), args.reps, sync)
             t_bat = timeit(lambda: decode_preds(clas, bbox, anc, gs), args.reps, sync)
             n_det = sum(len(d['scores']) for d in b) / len(b)
-            fast, nms_mod._group_nms = nms_mod._group_nms, batched_nms              # torchvision's strategy choice
+            fast, nms_mod.group_nms = nms_mod.group_nms, batched_nms              # torchvision's strategy choice
             try:
                 for x, y in zip(b, decode_preds(clas, bbox, anc, gs)): assert torch.equal(x['labels'], y['labels']), 'detections differ'
                 t_tv = timeit(lambda: decode_preds(clas, bbox, anc, gs), args.reps, sync)
-            finally: nms_mod._group_nms = fast
+            finally: nms_mod.group_nms = fast
             print(f'{dev:6} {n:7d} {n_det:8.1f} {t_loop * 1e3:9.1f} {t_bat * 1e3:11.2f} {t_loop / t_bat:8.1f}x {t_tv * 1e3:15.2f} {t_tv / t_bat:19.1f}x')
 
 if __name__ == '__main__': main()

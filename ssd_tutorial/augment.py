@@ -4,13 +4,13 @@
 
 # %% ../nbs/08_augment.ipynb #49abbe8f
 from __future__ import annotations
-import math
+import warnings
 import numpy as np, torch
 from PIL import Image
 from torch import Tensor
-from .boxes import *
-from .data import *
-from fastai.vision.all import ItemTransform, TensorBBox, TensorMultiCategory
+with warnings.catch_warnings():   # fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
+    warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
+    from fastai.vision.all import ItemTransform, TensorBBox, TensorMultiCategory
 
 # %% auto #0
 __all__ = ['MEAN_RGB', 'SSD_CROP_OPTIONS', 'clip_boxes', 'grey', 'adjust_brightness', 'adjust_contrast', 'adjust_saturation',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_boxes.ipynb #c98b4419
 from __future__ import annotations
-import torch, numpy as np, matplotlib.pyplot as plt
+import torch, matplotlib.pyplot as plt
 from torch import Tensor
 from matplotlib import patches, patheffects
 

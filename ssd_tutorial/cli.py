@@ -5,7 +5,6 @@
 # %% ../nbs/90_cli.ipynb #f9985a93
 from __future__ import annotations
 import argparse, json, math, os, sys, tempfile, time, warnings
-warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # raised by fastai's import, not by us
 import torch
 from pathlib import Path
 import matplotlib
@@ -75,8 +74,8 @@ def _report(learn, args, classes:list, out:Path):
 
 # %% ../nbs/90_cli.ipynb #eebe150f
 def _model_kw(args)->dict:
-    "Model settings from the command line that the stage's model factory takes (the head dropout of multigrid)."
-    return {'drop': args.drop} if getattr(args, 'drop', None) is not None and args.stage == 'multigrid' else {}
+    "The model settings of the command line that the stage's model takes (`Stage.model_kw`: the multi-grid's head dropout)."
+    return {k: getattr(args, k) for k in STAGES[args.stage].model_kw if getattr(args, k, None) is not None}
 
 # %% ../nbs/90_cli.ipynb #6f98ccee
 def _load_data(args)->tuple:
@@ -96,17 +95,18 @@ def cmd_train(args):
     rank0 = rank_distrib() == 0
     say = print if rank0 else (lambda *a, **k: None)   # only process 0 prints
     out = prepare_out(args.out)
-    args.size = args.size or STAGES[args.stage]['size']
-    STAGES[args.stage]['model'](1, backbone=args.backbone, size=args.size, **_model_kw(args))  # a bad --size fails now, not after the data
+    args.size = args.size or STAGES[args.stage].size
+    STAGES[args.stage].model(1, backbone=args.backbone, size=args.size, **_model_kw(args))  # a bad --size fails now, not after the data
     train, valid, classes = first_on_rank0(_load_data, args)   # a dataset to make is made once, by process 0
     say(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
     rule, sync_bn = getattr(args, 'lr_scaling', 'linear'), getattr(args, 'sync_bn', False)
     lr = scale_lr(args.lr, world, rule)
     if world > 1: say(f"DDP: {world} processes ({torch.distributed.get_backend()}), batch {args.bs} each: global batch {world * args.bs}; "
                       f"learning rate {args.lr:g} x {LR_RULES[rule](world):g} = {lr:g} ({rule} scaling); batch norm {'synchronised' if sync_bn else 'per process'}")
-    try: learn = train_detector(train, valid, classes, args.stage, args.size, args.bs, args.epochs, lr, args.backbone,
-                                args.pretrained, args.seed, args.loss, _model_kw(args), args.bf16, AUG_FLAGS[args.aug], distributed=world > 1, sync_bn=sync_bn,
-                                workers=getattr(args, 'workers', None))
+    try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs, lr=lr,
+                                backbone=args.backbone, pretrained=args.pretrained, seed=args.seed, loss=args.loss,
+                                model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug], distributed=world > 1,
+                                sync_bn=sync_bn, workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:
         if not rank0: raise
         ck = _save(e.learn, args, classes, out)
@@ -232,7 +232,7 @@ def get_parser()->argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
     t = sub.add_parser('train', help='train a detector')
     t.add_argument('--stage', choices=list(STAGES), default='grid4x4', help='grid4x4, multigrid or ssd (SSD300) (default grid4x4)')
-    t.add_argument('--loss', choices=list(LOSSES), default='bce', help="bce or focal (class losses of SSDLoss), or multibox (softmax with hard negative mining) (default bce)")
+    t.add_argument('--loss', choices=list(LOSSES), default='bce', help="bce or focal (class losses of SigmoidL1Loss), or multibox (softmax with hard negative mining) (default bce)")
     t.add_argument('--drop', type=float, default=None, help='multigrid: head dropout (default 0.4, the walkthrough\'s; 0.1 trains faster from scratch)')
     _data_args(t)
     t.add_argument('--epochs', type=_positive, default=8, help='epochs (default 8)')

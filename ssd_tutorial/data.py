@@ -4,8 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #f5e34c66
 from __future__ import annotations
-import json, os, math, re, reprlib, warnings, xml.etree.ElementTree as ET
-warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # raised by fastai's import, not by us
+import json, os, math, warnings, xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch, matplotlib.pyplot as plt
@@ -13,9 +12,8 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
 from .boxes import *
-from .files import *   # the checks of 01a_files, and the helpers the readers below call:
-from .files import (_check_objects, _clear_shapes, _coco_index, _fit_boxes, _raise_unreadable, _read_json,
-                                _read_xml, _split_ids, _unreadable, _xml_num, _xml_text)
+from .files import *   # the checks of 01a_files, and the helpers the readers below call
+from .augment import ssd_tfms   # the SSD paper's augmentation (08_augment), a choice of `get_dls`
 _all_ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']  # also `from .data import *`
 
 # %% auto #0
@@ -184,7 +182,7 @@ def make_shapes(path:Path, # output folder (created)
     "Write a synthetic shapes detection dataset of `n_train`+`n_valid` images to `path` in Pascal VOC layout."
     s = shapes_settings(difficulty, **overrides)
     path = Path(path)
-    _clear_shapes(path)  # refuses a folder that holds anything but an old shapes dataset
+    clear_shapes(path)  # refuses a folder that holds anything but an old shapes dataset
     for d in ('JPEGImages', 'Annotations', 'ImageSets/Main'): (path / d).mkdir(parents=True, exist_ok=True)
     (path / 'shapes.json').write_text('{"incomplete": true}')  # marks the folder as ours while it is written
     jobs = [('train', i) for i in range(n_train)] + [('val', i) for i in range(n_valid)]
@@ -225,26 +223,26 @@ def parse_voc_xml(fn:Path, # a VOC annotation file
                  )->Record:
     "Read one VOC annotation file `fn` into a `Record`: continuous tlbr pixel boxes on the image as a viewer shows it."
     fn = Path(fn)
-    root = _read_xml(fn)
+    root = read_xml(fn)
     img_dir = Path(img_dir) if img_dir else fn.parent.parent / 'JPEGImages'
-    img = img_dir / _xml_text(root, 'filename', fn)
+    img = img_dir / xml_text(root, 'filename', fn)
     if not img.is_file(): raise ImageError(f"{fn}: image file {img} not found")
     sz = root.find('size')  # the size the boxes were drawn on; 0 or absent: unknown
-    declared = (0, 0) if sz is None else (_xml_num(sz, 'width', fn, '0'), _xml_num(sz, 'height', fn, '0'))
+    declared = (0, 0) if sz is None else (xml_num(sz, 'width', fn, '0'), xml_num(sz, 'height', fn, '0'))
     boxes, labels, diff, trunc = [], [], [], []
     for o in root.iter('object'):
-        name, bb = _xml_text(o, 'name', fn), o.find('bndbox')
+        name, bb = xml_text(o, 'name', fn), o.find('bndbox')
         if bb is None: raise DataError(f"{fn}: object {name!r} without <bndbox>")
-        x1, y1, x2, y2 = (_xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
+        x1, y1, x2, y2 = (xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
         if x1 > x2 or y1 > y2:
             warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put in order")
             x1, y1, x2, y2 = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
         boxes.append([x1 - 1, y1 - 1, x2, y2])  # 1-based inclusive -> continuous
         labels.append(name)
-        diff.append(_xml_text(o, 'difficult', fn, '0') == '1')
-        trunc.append(_xml_text(o, 'truncated', fn, '0') == '1')
-    boxes, size = _fit_boxes(fn, boxes, declared, img)
-    b, l, flags = _check_objects(fn, boxes, labels, size, classes, difficult=diff, truncated=trunc)
+        diff.append(xml_text(o, 'difficult', fn, '0') == '1')
+        trunc.append(xml_text(o, 'truncated', fn, '0') == '1')
+    boxes, size = fit_boxes(fn, boxes, declared, img)
+    b, l, flags = check_objects(fn, boxes, labels, size, classes, difficult=diff, truncated=trunc)
     return Record(img, b, l, size=size, **flags)
 
 # %% ../nbs/01_data.ipynb #ec10a484
@@ -257,14 +255,14 @@ def read_voc(path:Path, # VOC root: `Annotations/`, `JPEGImages/`, `ImageSets/Ma
     path = Path(path)
     sf = path / 'ImageSets' / 'Main' / f'{split}.txt'
     if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: {sorted(p.stem for p in sf.parent.glob('*.txt'))})")
-    ids = _split_ids(sf, path / 'Annotations')
+    ids = split_ids(sf, path / 'Annotations')
     if not ids: raise DataError(f"{sf}: split {split!r} lists no images")
     recs, bad = [], []
     for i in ids:
         try: recs.append(parse_voc_xml(path / 'Annotations' / f'{i}.xml', path / 'JPEGImages', classes))
         except ImageError as e: bad.append(str(e))
-    if check_images: bad += _unreadable([r.fname for r in recs])
-    _raise_unreadable(sf, bad)
+    if check_images: bad += find_unreadable([r.fname for r in recs])
+    raise_unreadable(sf, bad)
     return recs
 
 # %% ../nbs/01_data.ipynb #21802ac7
@@ -298,8 +296,10 @@ def show_records(records:list, n:int=9, ncols:int=3, classes=None, figsize_per:f
     return fig
 
 # %% ../nbs/01_data.ipynb #45082f62
-from fastai.vision.all import (DataBlock, ImageBlock, BBoxBlock, BBoxLblBlock, PILImage, Resize, Normalize,
-                               IndexSplitter, aug_transforms, imagenet_stats, Transform, TensorMultiCategory, set_seed)
+with warnings.catch_warnings():   # fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
+    warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
+    from fastai.vision.all import (DataBlock, ImageBlock, BBoxBlock, BBoxLblBlock, PILImage, Resize, Normalize,
+                                   IndexSplitter, aug_transforms, imagenet_stats, Transform, TensorMultiCategory, set_seed)
 
 class LongLabels(Transform):
     "Cast label tensors to int64 (an image without objects otherwise yields float labels)."
@@ -333,7 +333,6 @@ def get_dls(train:list, # training `Record`s
     if not valid: raise DataError('get_dls: the validation set is empty')
     if aug not in AUGS: raise ValueError(f"get_dls: aug must be one of {AUGS}, got {aug!r}")
     tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2, p_affine=.5)] if aug is True else []
-    if aug in ('ssd', 'ssd-no-zoom'): from ssd_tutorial.augment import ssd_tfms  # imported here: `augment` imports this module
     item_aug = ssd_tfms(zoom_p=0. if aug == 'ssd-no-zoom' else .5) if str(aug).startswith('ssd') else []  # on the pixels, before `PointScaler` and `Resize` (order 1)
     dblock = DataBlock(blocks=(ImageBlock(cls=CheckedPILImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
                        get_x=_fname, get_y=[_kept_boxes, _kept_labels],
@@ -373,20 +372,20 @@ def read_coco(json_path:Path, # a COCO-format annotation file
     "Records of the images of a COCO JSON file; `iscrowd` regions get `crowd=True`, `difficult` is read from `ignore` or `difficult`."
     src = json_path = Path(json_path)
     img_dir = Path(img_dir) if img_dir else json_path.parent
-    cats, ims = _coco_index(src, _read_json(src))
+    cats, ims = coco_index(src, read_json(src))
     recs, bad = [], []
     for fname, w, h, objs in ims.values():
         fn, at = img_dir / fname, f"{src} (image {fname})"
         try:
             if not fn.is_file(): raise ImageError(f"{src}: image file {fn} not found")
-            boxes, size = _fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h), fn)
+            boxes, size = fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h), fn)
         except ImageError as e: bad.append(str(e)); continue
-        b, l, flags = _check_objects(at, boxes, [cats[o['category_id']] for o in objs], size, classes,
+        b, l, flags = check_objects(at, boxes, [cats[o['category_id']] for o in objs], size, classes,
                                      difficult=[bool(o.get('difficult', o.get('ignore', 0))) for o in objs],
                                      crowd=[bool(o.get('iscrowd', 0)) for o in objs])
         recs.append(Record(fn, b, l, size=size, **flags))
-    if check_images: bad += _unreadable([r.fname for r in recs])
-    _raise_unreadable(src, bad)
+    if check_images: bad += find_unreadable([r.fname for r in recs])
+    raise_unreadable(src, bad)
     return recs
 
 # %% ../nbs/01_data.ipynb #a3e572ae
@@ -414,7 +413,7 @@ def load_dataset(source, # 'shapes', a VOC folder, or a COCO JSON file
     else:
         idx = np.random.default_rng(seed).permutation(len(recs)); n_val = max(1, int(len(recs) * valid_pct))
         train, valid = [recs[i] for i in sorted(idx[n_val:])], [recs[i] for i in sorted(idx[:n_val])]
-    classes = [c['name'] for c in sorted(_read_json(p)['categories'], key=lambda c: (isinstance(c['id'], str), c['id']))]
+    classes = [c['name'] for c in sorted(read_json(p)['categories'], key=lambda c: (isinstance(c['id'], str), c['id']))]
     return train, valid, classes
 
 # %% ../nbs/01_data.ipynb #01e0a001

@@ -7,14 +7,12 @@ from __future__ import annotations
 import datetime, os, signal, subprocess, sys, copy, warnings, torch, torch.distributed as dist
 from contextlib import contextmanager
 from torch import nn, Tensor
-from fastcore.basics import patch
+from .data import *
+from .grid4x4 import *
 from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier, set_seed
 from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner
 from fastai.distributed import DistributedDL   # needs `accelerate`, as fastai's `distrib_ctx` does
-from .data import *
-from .grid4x4 import *
-from .train import *
 
 # %% auto #0
 __all__ = ['LR_RULES', 'init_distrib', 'first_on_rank0', 'ddp_loss_scale', 'DDPLossScale', 'AllReduceBatchNorm',
@@ -45,17 +43,16 @@ def first_on_rank0(f, *args, **kwargs):
     return res
 
 # %% ../nbs/07b_distributed.ipynb #7b00000e
-@patch
 def _broadcast(self:DistributedDL, t, rank):
-    "Broadcast the list `t` from `rank`: on the GPU for `nccl`, on the CPU for `gloo` (fastai's own is GPU only)."
+    "`DistributedDL._broadcast` while `ddp_ctx` runs: the list `t` from `rank`, on the GPU for `nccl`, on the CPU for `gloo` (fastai's own is GPU only)."
     t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
     dist.broadcast(t, rank)
     return t.cpu().tolist()
 
 # %% ../nbs/07b_distributed.ipynb #7b000016
 def ddp_loss_scale(loss_func, world:int)->int:
-    "What each process's loss is multiplied by so that DDP's mean gradient is the global batch's: `world` for `SSDLoss` (a sum over images), else 1."
-    return world if isinstance(loss_func, SSDLoss) else 1
+    "What each process's loss is multiplied by so that DDP's mean gradient is the global batch's: `world` for a loss that sums over the images (`sums_images`, as `SigmoidL1Loss`), else 1."
+    return world if getattr(loss_func, 'sums_images', False) else 1
 
 # %% ../nbs/07b_distributed.ipynb #538ababb
 class DDPLossScale(Callback):
@@ -66,18 +63,21 @@ class DDPLossScale(Callback):
         if self.training and self.scale != 1: self.learn.loss_grad = self.learn.loss_grad * self.scale
 
 # %% ../nbs/07b_distributed.ipynb #7b000019
-# the public all-reduce that passes gradients back; the replacement it names is private
-warnings.filterwarnings('ignore', message='.*torch.distributed.nn.functional.all_reduce is deprecated')
+def _all_reduce(x:Tensor)->Tensor:
+    "The sum of `x` over the processes, passing gradients back to each (torch's public all-reduce; the replacement its deprecation warning names is private)."
+    from torch.distributed.nn.functional import all_reduce
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='.*torch.distributed.nn.functional.all_reduce is deprecated')
+        return all_reduce(x)
 
 # %% ../nbs/07b_distributed.ipynb #b443c5f1
 class AllReduceBatchNorm(nn.BatchNorm2d):
     "`BatchNorm2d` whose training statistics are the global batch's (all-reduced over the processes): `SyncBatchNorm` for CPUs."
     def forward(self, x:Tensor)->Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1): return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce   # a sum that passes gradients back to every process
-        n = all_reduce(x.new_tensor(x.numel() / x.shape[1]))                         # images x pixels, all processes
-        mean = all_reduce(x.sum((0, 2, 3))) / n                                      # (C,)
-        var = all_reduce(((x - mean[:, None, None]) ** 2).sum((0, 2, 3))) / n        # (C,) biased, as batch norm uses
+        n = _all_reduce(x.new_tensor(x.numel() / x.shape[1]))                         # images x pixels, all processes
+        mean = _all_reduce(x.sum((0, 2, 3))) / n                                      # (C,)
+        var = _all_reduce(((x - mean[:, None, None]) ** 2).sum((0, 2, 3))) / n        # (C,) biased, as batch norm uses
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -121,9 +121,10 @@ def ddp_ctx(learn:Learner, sync_bn:bool=False, # batch norm statistics over the 
     if seed is not None: set_seed(seed + rank_distrib())
     cb = DDPLossScale(ddp_loss_scale(learn.loss_func, world))
     learn.add_cb(cb)
+    fastai_broadcast, DistributedDL._broadcast = DistributedDL._broadcast, _broadcast   # CPUs too, for this run only
     try:
         with learn.distrib_ctx(sync_bn=sync_bn and not cpu, cpu=cpu): yield learn
-    finally: learn.remove_cb(cb)
+    finally: learn.remove_cb(cb); DistributedDL._broadcast = fastai_broadcast
 
 # %% ../nbs/07b_distributed.ipynb #7b000022
 class _Capture(Callback):
@@ -172,8 +173,8 @@ def ddp_check(steps:int=3, # training steps
     for m in model.modules():
         if isinstance(m, nn.Dropout): m.p = 0.
     ref = copy.deepcopy(model)   # the one-process reference, from the same start
-    anchors, gs = stage_priors('grid4x4', model, size)
-    learn = Learner(dls, model, loss_func=make_loss('bce', len(SHAPES), anchors, gs), cbs=[cap := _Capture(steps, dtype, bn, crash_rank)])
+    anchors, gs = grid_anchors(4), .25
+    learn = Learner(dls, model, loss_func=SigmoidL1Loss(anchors, gs), cbs=[cap := _Capture(steps, dtype, bn, crash_rank)])
     with learn.no_logging(), learn.no_bar(), ddp_ctx(learn, sync_bn=bn == 'sync'): learn.fit(1, 1e-3)
     ws = _gather(torch.cat([p.detach().reshape(-1) for p in learn.model.parameters()]))
     bufs = _gather(torch.cat([b.detach().reshape(-1).to(dtype) for b in learn.model.buffers()]))
@@ -181,7 +182,7 @@ def ddp_check(steps:int=3, # training steps
     if rank != 0: distrib_barrier(); return None   # wait for process 0's reference: no process leaves while another computes
     ref.to(xb.device).train()
     if bn == 'eval': [m.eval() for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
-    make_loss('bce', len(SHAPES), anchors, gs)(ref(xb), bb, lb).backward()
+    SigmoidL1Loss(anchors, gs)(ref(xb), bb, lb).backward()
     g1 = torch.cat([p.grad.reshape(-1) for p in ref.parameters()])
     gd = torch.cat([g.reshape(-1) for g in cap.g])
     res = dict(processes=world, backend=dist.get_backend(), bn=bn, dtype=str(dtype).replace('torch.', ''), global_batch=len(xb), steps=steps,

@@ -8,12 +8,12 @@ import contextlib, json, math, re, reprlib, threading, warnings, xml.etree.Eleme
 from pathlib import Path
 import numpy as np, torch
 from PIL import Image
-from torch import Tensor
 from fastprogress.fastprogress import progress_bar
-from .boxes import *
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']
+__all__ = ['MAX_PIXELS', 'DataError', 'ImageError', 'clear_shapes', 'read_xml', 'xml_text', 'xml_num', 'split_ids',
+           'exif_upright', 'image_size', 'rgb8', 'load_image', 'check_image', 'find_unreadable', 'raise_unreadable',
+           'check_images', 'fit_boxes', 'check_objects', 'read_json', 'coco_index']
 
 # %% ../nbs/01a_files.ipynb #1151f3c8
 class DataError(ValueError):
@@ -26,7 +26,7 @@ class ImageError(DataError):
 _SHAPES_FILE = re.compile(r'JPEGImages/(train|val)_\d{5,}\.jpg|Annotations/(train|val)_\d{5,}\.xml|ImageSets/Main/(train|val)\.txt|shapes\.json')
 _SHAPES_DIRS = {'JPEGImages', 'Annotations', 'ImageSets', 'ImageSets/Main'}
 
-def _clear_shapes(path:Path):
+def clear_shapes(path:Path):
     "Delete an old shapes dataset at `path`; a `DataError` if `path` holds anything else."
     if not path.exists(): return
     no = f"{path}: refusing to write the shapes dataset into a folder that is not empty and is not a shapes dataset"
@@ -43,7 +43,7 @@ def _clear_shapes(path:Path):
     for p in ours: p.unlink()
 
 # %% ../nbs/01a_files.ipynb #8b9f709e
-def _read_xml(fn:Path):
+def read_xml(fn:Path):
     "The root element of XML file `fn`; `DataError` naming it if it is missing, unreadable or not XML."
     try: return ET.parse(fn).getroot()
     except FileNotFoundError: raise DataError(f"{fn}: annotation file not found") from None
@@ -53,16 +53,16 @@ def _read_xml(fn:Path):
         raise DataError(f"{fn}: malformed XML ({e}){hint}") from None
     except OSError as e: raise DataError(f"{fn}: cannot be read ({e})") from None
 
-def _xml_text(node, tag:str, src, default=None):
+def xml_text(node, tag:str, src, default=None):
     t = node.find(tag)
     if t is None or t.text is None:
         if default is not None: return default
         raise DataError(f"{src}: missing <{tag}> in <{node.tag}>")
     return t.text.strip()
 
-def _xml_num(node, tag:str, src, default=None)->float:
+def xml_num(node, tag:str, src, default=None)->float:
     "The number in `<tag>` of `node` (`default` if absent); `DataError` naming `src` unless it is finite."
-    t = _xml_text(node, tag, src, default)
+    t = xml_text(node, tag, src, default)
     try: v = float(t)
     except ValueError: v = math.nan
     if not math.isfinite(v): raise DataError(f"{src}: non-numeric or infinite <{tag}> in <{node.tag}>: {t!r}")
@@ -74,7 +74,7 @@ def _split_id(l:str, ann:Path)->str:
     m = re.fullmatch(r'(.+?)\s+(-?1|0)', l)
     return m.group(1) if m and not (ann / f'{l}.xml').exists() else l
 
-def _split_ids(sf:Path, ann:Path)->list:
+def split_ids(sf:Path, ann:Path)->list:
     "Image ids in split file `sf`, one a line (they may hold spaces)."
     try: return [_split_id(l.strip(), ann) for l in sf.read_text(encoding='utf-8').splitlines() if l.strip()]
     except (UnicodeDecodeError, OSError) as e: raise DataError(f"{sf}: cannot be read as UTF-8 text ({e})") from None
@@ -88,6 +88,11 @@ def _orientation(im)->int:
     if im.format == 'PNG' and 'exif' not in im.info: return 1  # `getexif` would decode the whole PNG to look further
     o = im.getexif().get(0x0112, 1)
     return o if o in _TURN else 1
+
+def exif_upright(im:Image.Image)->Image.Image:
+    "`im` turned upright by its EXIF orientation if it was read from a file (`im.format` set), else `im` as it is."
+    o = _orientation(im) if im.format else 1
+    return im.transpose(_TURN[o]) if o != 1 else im
 
 MAX_PIXELS = 400_000_000   # the largest image read: a 400 Mpx pixel-shift photo (Pillow's own limit, 179 Mpx, is set aside)
 _OPENING = threading.Lock()
@@ -133,7 +138,7 @@ def _to_8bit(im:Image.Image)->Image.Image:
     else: a = (a - lo) / max(hi - lo, 1e-12) * 255  # any other range: stretched to 0..255
     return Image.fromarray(a.round().astype(np.uint8))
 
-def _rgb8(im:Image.Image)->Image.Image:
+def rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB of a loaded PIL image: 16-bit, 32-bit and float scaled (`_to_8bit`), transparency composited over white."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
     if im.mode in ('P', 'L', 'RGB') and 'transparency' in im.info: im = im.convert('RGBA')
@@ -149,23 +154,25 @@ def _load(fn, draft:bool|int=False)->Image.Image:
             if im.format == 'TIFF':   # Pillow checks a TIFF's size again as it decodes it
                 with _no_pillow_limit(): im.load()
             else: im.load()
-            out = _rgb8(im.transpose(_TURN[o]) if o != 1 else im)
+            out = rgb8(im.transpose(_TURN[o]) if o != 1 else im)
             out.info['full_size'] = full[::-1] if o in (5, 6, 7, 8) else full   # (w, h) of the whole image as a viewer shows it
             return out
     except ImageError: raise
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 
-def load_image(fn:Path)->Image.Image:
+def load_image(fn:Path, # an image file
+               draft:bool|int=False # True: a JPEG at 1/8 scale; `n`: at the smallest scale still `n` px each way
+              )->Image.Image:
     "Image `fn` as a viewer shows it, in 8-bit RGB: turned by its EXIF orientation, 16-bit scaled, transparency over white."
-    return _load(fn)
+    return _load(fn, draft)
 
 # %% ../nbs/01a_files.ipynb #c4939631
 def check_image(fn:Path):
     "Decode image `fn` as `load_image` does (a JPEG at 1/8 scale, still reading every byte); `DataError` naming it if that fails."
     _load(fn, draft=True)
 
-def _unreadable(fns:list)->list:
+def find_unreadable(fns:list)->list:
     "Error messages of the images in `fns` that cannot be decoded (with a progress bar when there are many)."
     bad = []
     for fn in (progress_bar(fns, leave=False) if len(fns) >= 1000 else fns):
@@ -173,7 +180,7 @@ def _unreadable(fns:list)->list:
         except ImageError as e: bad.append(str(e))
     return bad
 
-def _raise_unreadable(src, msgs:list):
+def raise_unreadable(src, msgs:list):
     "One `ImageError` that counts `msgs` and shows the first five; nothing if there are none."
     if len(msgs) == 1: raise ImageError(msgs[0])
     first = ': ' if len(msgs) <= 5 else '; the first 5: '
@@ -183,7 +190,7 @@ def check_images(items:list, # `Record`s or image files
                  src=None # named at the start of the error, e.g. the annotation file
                 ):
     "Decode every image of `items` as `check_image` does; one `DataError` that counts all that fail and shows the first five."
-    _raise_unreadable(src, _unreadable([getattr(o, 'fname', o) for o in items]))
+    raise_unreadable(src, find_unreadable([getattr(o, 'fname', o) for o in items]))
 
 # %% ../nbs/01a_files.ipynb #07e2eb9f
 def _turn_boxes(b:list, o:int, w:int, h:int)->list:
@@ -196,7 +203,7 @@ def _turn_boxes(b:list, o:int, w:int, h:int)->list:
         out.append([x1, y1, x2, y2])
     return out
 
-def _fit_boxes(src, b:list, declared:tuple, img:Path)->tuple:
+def fit_boxes(src, b:list, declared:tuple, img:Path)->tuple:
     "Boxes `b` drawn on an image of `declared` (w, h), moved onto image `img` as a viewer shows it: `(boxes, (w, h))`."
     w, h, o = _header(img)
     (W, H), (dw, dh) = ((h, w) if o >= 5 else (w, h)), declared
@@ -211,7 +218,7 @@ def _fit_boxes(src, b:list, declared:tuple, img:Path)->tuple:
     return b, (W, H)
 
 # %% ../nbs/01a_files.ipynb #7d574f84
-def _check_objects(src, boxes:list, labels:list, size:tuple, classes=None, **flags)->tuple:
+def check_objects(src, boxes:list, labels:list, size:tuple, classes=None, **flags)->tuple:
     "Put swapped corners of tlbr `boxes` in order, clip them to `size`, drop empty ones, check `labels`: `(boxes, labels, flags)`."
     w, h = size
     fmt = lambda b: '[' + ', '.join(f'{v:g}' for v in b) + ']'
@@ -231,7 +238,7 @@ def _check_objects(src, boxes:list, labels:list, size:tuple, classes=None, **fla
             {k: [v[i] for i in keep] for k, v in flags.items()})
 
 # %% ../nbs/01a_files.ipynb #dbd3f40d
-def _read_json(fn:Path):
+def read_json(fn:Path):
     "The JSON in file `fn`; `DataError` naming it if it is missing, not UTF-8 text, or not JSON."
     try: return json.loads(Path(fn).read_bytes())
     except FileNotFoundError: raise DataError(f"{fn}: file not found") from None
@@ -258,7 +265,7 @@ def _coco_fields(src, kind:str, i:int, o, *keys)->list:
     return [o[k] for k in keys]
 
 # %% ../nbs/01a_files.ipynb #acfa0b25
-def _coco_index(src, d)->tuple:
+def coco_index(src, d)->tuple:
     "Checked `(categories {id: name}, images {id: (file_name, w, h, annotations)})` of COCO dict `d` read from `src`."
     if not isinstance(d, dict): raise DataError(f"{src}: must hold an object with 'images', 'annotations' and 'categories', got {reprlib.repr(d)}")
     for k in ('images', 'annotations', 'categories'):

@@ -6,15 +6,13 @@
 from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
-from .grid4x4 import *
-from .multigrid import *
 
 # %% auto #0
 __all__ = ['FocalLoss']
 
 # %% ../nbs/04_focal.ipynb #f6c975d4
 class FocalLoss:
-    "Focal loss over the non-background columns, summed and divided by `n_classes`: a `conf_loss` for `SSDLoss`."
+    "Focal loss over the non-background columns, summed and divided by `n_classes`: a `conf_loss` for `SigmoidL1Loss`."
     def __init__(self, n_classes:int, # object classes, background not counted
                  alpha:float=.25, # weight of the positives (`1-alpha` for the negatives); < 0: no weighting
                  gamma:float=2.): # focusing parameter; 0 gives (alpha-weighted) BCE

@@ -12,9 +12,10 @@ from .boxes import *
 from .data import *
 
 # %% auto #0
-__all__ = ['MODEL_FACTORIES', 'grid_anchors', 'map_to_ground_truth', 'actn_to_bb', 'StdConv', 'flatten_conv', 'OutConv',
-           'GridHead', 'resnet_body', 'SSDModel', 'grid_model', 'bce_conf_loss', 'match_batch', 'SSDLoss',
-           'grid_detections', 'show_preds', 'stage_table', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['SSDLoss', 'MODEL_FACTORIES', 'grid_anchors', 'map_to_ground_truth', 'actn_to_bb', 'StdConv', 'flatten_conv',
+           'OutConv', 'GridHead', 'resnet_body', 'head_stride', 'SSDModel', 'grid_model', 'bce_conf_loss',
+           'match_batch', 'fastai_targets', 'SigmoidL1Loss', 'grid_detections', 'show_preds', 'stage_table',
+           'cache_step', 'atomic_write', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/02_grid4x4.ipynb #ab8ff2b9
 def grid_anchors(n:int=4 # cells per side
@@ -99,7 +100,7 @@ def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
     return nn.Sequential(*list(m.children())[:-2])
 
 # %% ../nbs/02_grid4x4.ipynb #02f00004
-def _grid_stride(size:int, n:int=4)->int:
+def head_stride(size:int, n:int=4)->int:
     "Stride of the last head conv so that a `size` px image ends on an `n`x`n` grid."
     f = math.ceil(size / 32)
     if f == n: return 1
@@ -120,7 +121,7 @@ def grid_model(n_classes:int, # object classes, background not counted
                size:int=224 # input size: 224 or 256 (stride-2 head) or 128 (stride-1 head)
               )->SSDModel:
     "The stage-1 model: a ResNet body and the 4x4-grid head (16 anchors)."
-    return SSDModel(resnet_body(backbone, pretrained), GridHead(n_classes, stride=_grid_stride(size)))
+    return SSDModel(resnet_body(backbone, pretrained), GridHead(n_classes, stride=head_stride(size)))
 
 # %% ../nbs/02_grid4x4.ipynb #ce32e8a6
 def bce_conf_loss(logits:Tensor, # class logits `[..., A, C+1]`, background at index 0
@@ -133,28 +134,40 @@ def bce_conf_loss(logits:Tensor, # class logits `[..., A, C+1]`, background at i
     return (sp.sum() - sp[..., 0].sum() - hit.sum()) / n_cls
 
 # %% ../nbs/02_grid4x4.ipynb #88deb65f
-def match_batch(bboxes:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows have width <= 0
+def match_batch(gt:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows have width <= 0
                 anchors:Tensor, # `[A, 4]` cthw
-                thresh:float=.4
+                thresh:float=.4, # an anchor is positive if its overlap is above this
+                inclusive:bool=False, # True: at or above `thresh` (the SSD paper's rule as Caffe and torchvision apply it)
+                iou=box_iou # `iou(objects [n, 4], anchors [A, 4])` in tlbr -> `[n, A]`
                )->tuple: # (`gt_idx [bs, A]`, `pos [bs, A]`)
-    "`map_to_ground_truth` for a whole padded batch at once."
-    bs, M = bboxes.shape[:2]
+    "`map_to_ground_truth` for a whole padded batch at once; every object's forced anchor is positive."
+    bs, M = gt.shape[:2]
     if M == 0:                                                                    # no image has an object
-        return bboxes.new_zeros((bs, len(anchors)), dtype=torch.long), bboxes.new_zeros((bs, len(anchors)), dtype=torch.bool)
-    valid = (bboxes[..., 2] - bboxes[..., 0]) > 0                                 # (bs, M)
-    ov = bboxes.new_full((bs, M, len(anchors)), -1.)                             # (bs, M, A)
-    ov[valid] = box_iou(bboxes[valid], cthw2tlbr(anchors))                        # IoU of real objects only
+        return gt.new_zeros((bs, len(anchors)), dtype=torch.long), gt.new_zeros((bs, len(anchors)), dtype=torch.bool)
+    valid = (gt[..., 2] - gt[..., 0]) > 0                                         # (bs, M)
+    ov = gt.new_full((bs, M, len(anchors)), -1.)                                  # (bs, M, A)
+    ov[valid] = iou(gt[valid], cthw2tlbr(anchors))                                # IoU of real objects only
     prior_idx = ov.argmax(2)                                                      # (bs, M)
     gt_overlap, gt_idx = ov.max(1)                                                # (bs, A)
-    obj = torch.where(valid, torch.arange(M, device=bboxes.device), -1)
+    obj = torch.where(valid, torch.arange(M, device=gt.device), -1)
     forced = torch.full_like(gt_idx, -1).scatter_reduce(1, prior_idx, obj, 'amax')
-    gt_idx = torch.where(forced >= 0, forced, gt_idx)
-    gt_overlap = torch.where(forced >= 0, 1.99, gt_overlap)
-    return gt_idx, gt_overlap > thresh
+    pos = (forced >= 0) | (gt_overlap >= thresh if inclusive else gt_overlap > thresh)
+    return torch.where(forced >= 0, forced, gt_idx), pos
+
+# %% ../nbs/02_grid4x4.ipynb #02f0a010
+def fastai_targets(bboxes:Tensor, # fastai's boxes `[bs, M, 4]` tlbr in [-1,1], padded with zero rows
+                   labels:Tensor # fastai's labels `[bs, M]`, padded with 0
+                  )->tuple: # (`gt [bs, M, 4]` tlbr in [0,1], padding rows all 0; `labels [bs, M]` int64)
+    "The targets of a batch as the losses match them; a batch without objects gets one padding row."
+    bboxes, labels = bboxes.as_subclass(Tensor).float(), labels.as_subclass(Tensor).long()
+    if bboxes.shape[1] == 0:  # a batch without objects: one padding row keeps the gathers of the losses well-defined
+        bboxes, labels = bboxes.new_zeros((len(bboxes), 1, 4)), labels.new_zeros((len(labels), 1))
+    return torch.where(((bboxes[..., 2] - bboxes[..., 0]) > 0)[..., None], (bboxes + 1) / 2, 0.), labels
 
 # %% ../nbs/02_grid4x4.ipynb #02f00001
-class SSDLoss:
-    "SSD loss for fastai: `loss(preds, bboxes, labels)`, summed over the batch; L1 box loss + `conf_loss`."
+class SigmoidL1Loss:
+    "Stage 1's loss for fastai, `loss(preds, bboxes, labels)` summed over the batch: L1 on `actn_to_bb` boxes + a sigmoid `conf_loss`."
+    sums_images = True   # a sum over the batch's images, not a mean: `ddp_loss_scale` (07b_distributed) reads this
     def __init__(self, anchors:Tensor, # `[A, 4]` cthw, relative units
                  grid_size, # a float, or `[A, 1]` per-anchor cell sizes
                  thresh:float=.4, # matching threshold
@@ -169,12 +182,8 @@ class SSDLoss:
     def parts(self, preds, bboxes, labels)->tuple:
         "The `(loc, conf)` parts of the loss."
         clas, bbox = preds
-        bboxes, labels = bboxes.as_subclass(Tensor).float(), labels.as_subclass(Tensor).long()
         self._to(bbox.device)
-        if bboxes.shape[1] == 0:  # a batch without objects: one padding row keeps the gathers below well-defined
-            bboxes, labels = bboxes.new_zeros((len(bboxes), 1, 4)), labels.new_zeros((len(labels), 1))
-        gt = (bboxes + 1) / 2
-        gt = torch.where(((bboxes[..., 2] - bboxes[..., 0]) > 0)[..., None], gt, 0.)  # padding stays empty
+        gt, labels = fastai_targets(bboxes, labels)
         gt_idx, pos = match_batch(gt, self.anchors, self.thresh)
         gt_clas = torch.where(pos, labels.gather(1, gt_idx), 0)
         gt_bb = gt.gather(1, gt_idx[..., None].expand(-1, -1, 4))
@@ -186,6 +195,8 @@ class SSDLoss:
     def __call__(self, preds, bboxes, labels)->Tensor:
         loc, conf = self.parts(preds, bboxes, labels)
         return loc + conf
+
+SSDLoss = SigmoidL1Loss   # its name before: kept for one release
 
 # %% ../nbs/02_grid4x4.ipynb #bf325a2f
 def grid_detections(clas:Tensor, # logits `[bs, A, C+1]`
@@ -237,17 +248,17 @@ def stage_table(name:str, # this stage's row name
     return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} {rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])
 
 # %% ../nbs/02_grid4x4.ipynb #02f00013
-def _cache_step(x:Tensor)->int:
+def cache_step(x:Tensor)->int:
     "Images of `x [bs, A, C]` per group of about 2**20 values on a CPU (a group stays in cache); the whole batch elsewhere."
     return max(1, 2**20 // (x.shape[1] * x.shape[2])) if x.device.type == 'cpu' else len(x)
 
 def _conf_sum(conf_loss, clas:Tensor, gt_clas:Tensor)->Tensor:
-    "`conf_loss` summed over the groups of images of `_cache_step`."
-    step = _cache_step(clas)
+    "`conf_loss` summed over the groups of images of `cache_step`."
+    step = cache_step(clas)
     return sum(conf_loss(c, g) for c, g in zip(clas.split(step), gt_clas.split(step)))
 
 # %% ../nbs/02_grid4x4.ipynb #622e45af
-def _atomic_write(path:Path, write):
+def atomic_write(path:Path, write):
     "Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`: never a half-written file."
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
@@ -261,8 +272,8 @@ def save_checkpoint(model:nn.Module, path, **config)->Path:
     path = Path(path).with_suffix('.pth')
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path, lambda f: torch.save(sd, f))
-    _atomic_write(path.with_suffix('.json'), lambda f: f.write_text(json.dumps(config, indent=1)))
+    atomic_write(path, lambda f: torch.save(sd, f))
+    atomic_write(path.with_suffix('.json'), lambda f: f.write_text(json.dumps(config, indent=1)))
     return path
 
 # %% ../nbs/02_grid4x4.ipynb #02f00007

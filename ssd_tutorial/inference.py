@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_inference.ipynb #1af62875
 from __future__ import annotations
-import copy, json, os, warnings, torch, numpy as np
+import copy, os, warnings, torch, numpy as np
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
@@ -12,9 +12,8 @@ from torch import Tensor, nn
 from fastcore.basics import patch
 from .boxes import *
 from .data import *
-from .files import _TURN, _orientation, _rgb8, _load
+from .files import exif_upright, rgb8
 from .grid4x4 import *
-from .grid4x4 import _atomic_write
 from .multigrid import *
 from .nms import *
 from .metrics import *
@@ -41,15 +40,15 @@ def _array_rgb(a:np.ndarray)->Image.Image:
         elif np.issubdtype(a.dtype, np.floating) and lo >= 0 and hi <= 1: f = f * 255
         elif lo < 0 or hi > 255: f = (f - lo) / max(hi - lo, 1e-12) * 255          # any other range: stretched
         a = f.round().astype(np.uint8)
-    return _rgb8(Image.fromarray(np.ascontiguousarray(a)))
+    return rgb8(Image.fromarray(np.ascontiguousarray(a)))
 
 # %% ../nbs/09_inference.ipynb #4a357460
 def as_rgb(img)->Image.Image:
     "`img` (a file path, a PIL image, or an array `[H,W]`/`[H,W,3|4]`) as the 8-bit RGB image a viewer shows."
     if isinstance(img, (str, os.PathLike)): return load_image(img)
     if isinstance(img, Image.Image):
-        o = _orientation(img) if img.format else 1   # only an image read from a file is turned: `load_image`'s output
-        return _rgb8(img.transpose(_TURN[o]) if o != 1 else img)   # is upright but keeps the file's EXIF tag
+        return rgb8(exif_upright(img))   # only an image read from a file is turned: `load_image`'s output is upright
+                                         # but keeps the file's EXIF tag
     if isinstance(img, Tensor): img = img.detach().cpu().numpy()
     if isinstance(img, np.ndarray): return _array_rgb(img)
     raise TypeError(f'cannot read an image from a {type(img).__name__}: give a file path, a PIL image or a numpy array')
@@ -142,7 +141,7 @@ def _detect(self:Detector, ims:list, xb:Tensor)->list:
 @patch
 def read(self:Detector, img)->Image.Image:
     "`img` as `as_rgb` reads it; a JPEG file at reduced scale if `fast_decode` (its full size in `.info['full_size']`)."
-    return _load(img, draft=self.size) if self.fast_decode and isinstance(img, (str, os.PathLike)) else as_rgb(img)
+    return load_image(img, draft=self.size) if self.fast_decode and isinstance(img, (str, os.PathLike)) else as_rgb(img)
 
 # %% ../nbs/09_inference.ipynb #9be98e36
 @patch
@@ -270,8 +269,8 @@ def export_model(model:nn.Module, size:int, # the network (any stage's) and its 
         warnings.simplefilter('ignore')  # the TorchScript-based exporters are deprecated in favour of torch.export
         if format == 'torchscript':
             ts = torch.jit.trace(m, x)
-            _atomic_write(path, lambda f: ts.save(str(f)))
-        else: _atomic_write(path, lambda f: torch.onnx.export(m, (x,), str(f), dynamo=False, opset_version=17,
+            atomic_write(path, lambda f: ts.save(str(f)))
+        else: atomic_write(path, lambda f: torch.onnx.export(m, (x,), str(f), dynamo=False, opset_version=17,
                                 input_names=['images'], output_names=['clas', 'bbox'], dynamic_axes={n: {0: 'batch'} for n in ('images', 'clas', 'bbox')}))
     return path
 

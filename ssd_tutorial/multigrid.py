@@ -9,7 +9,7 @@ from torch import Tensor
 from .boxes import *
 from .data import *
 from .grid4x4 import *
-from .grid4x4 import _grid_stride
+from .grid4x4 import head_stride
 
 # %% auto #0
 __all__ = ['multi_anchors', 'multi_grid_sizes', 'MultiHead', 'multi_model']
@@ -60,6 +60,6 @@ def multi_model(n_classes:int, # object classes, background not counted
                 drop:float=.4 # dropout of the head (the walkthrough's 0.4)
                )->SSDModel:
     "The stage-2 model: a ResNet body and the 4-2-1 multi-grid head (189 anchors, k=9)."
-    return SSDModel(resnet_body(backbone, pretrained), MultiHead(n_classes, drop=drop, stride=_grid_stride(size)))
+    return SSDModel(resnet_body(backbone, pretrained), MultiHead(n_classes, drop=drop, stride=head_stride(size)))
 
 MODEL_FACTORIES['multigrid'] = multi_model  # `load_checkpoint` can now rebuild stage-2 models

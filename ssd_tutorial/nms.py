@@ -11,7 +11,7 @@ from .boxes import *
 from .grid4x4 import *
 
 # %% auto #0
-__all__ = ['nms', 'decode_preds', 'decode_loop']
+__all__ = ['nms', 'split_detections', 'decode_preds', 'decode_loop', 'group_nms']
 
 # %% ../nbs/05_nms.ipynb #24bc069a
 def nms(boxes:Tensor, # `[n, 4]` tlbr
@@ -27,6 +27,21 @@ def nms(boxes:Tensor, # `[n, 4]` tlbr
         keep.append(best)
         order = order[box_iou(boxes[best][None], boxes[order])[0] <= iou_thresh]
     return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.long, device=boxes.device)
+
+# %% ../nbs/05_nms.ipynb #05f0a020
+def split_detections(keep:Tensor, # kept candidates, by decreasing score
+                     img:Tensor, boxes:Tensor, scores:Tensor, labels:Tensor, # image, box, score, label of every candidate
+                     bs:int, # images in the batch
+                     max_det:int # detections kept per image
+                    )->list: # per image a dict of `boxes`, `scores`, `labels`, by decreasing score
+    "The kept candidates of a batch as one dict per image, each cut to its best `max_det`."
+    keep = keep[torch.sort(img[keep], stable=True).indices]                       # by image, then score
+    n = torch.bincount(img[keep], minlength=bs)
+    rank = torch.arange(len(keep), device=keep.device) - (n.cumsum(0) - n)[img[keep]]
+    keep = keep[rank < max_det]
+    n = torch.bincount(img[keep], minlength=bs).tolist()
+    return [dict(boxes=bo, scores=sc, labels=la) for bo, sc, la in zip(boxes[keep].split(n), scores[keep].split(n), labels[keep].split(n))]
+
 
 # %% ../nbs/05_nms.ipynb #05f00003
 def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
@@ -47,14 +62,8 @@ def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
     scores = torch.sigmoid(clas[..., 1:])                                        # (bs, A, C)
     img, anc, cls = (scores > score_thresh).nonzero(as_tuple=True)               # candidates
     s, b = scores[img, anc, cls], boxes[img, anc]
-    keep = _group_nms(b, s, img * (C1 - 1) + cls, iou_thresh)                    # by decreasing score
-    keep = keep[torch.sort(img[keep], stable=True).indices]                       # by image, then score
-    n = torch.bincount(img[keep], minlength=bs)
-    rank = torch.arange(len(keep), device=keep.device) - (n.cumsum(0) - n)[img[keep]]
-    keep = keep[rank < max_det]
-    n = torch.bincount(img[keep], minlength=bs).tolist()
-    return [dict(boxes=bo, scores=sc, labels=la) for bo, sc, la in
-            zip(b[keep].split(n), s[keep].split(n), (cls[keep] + 1).split(n))]
+    keep = group_nms(b, s, img * (C1 - 1) + cls, iou_thresh)                    # by decreasing score
+    return split_detections(keep, img, b, s, cls + 1, bs, max_det)
 
 # %% ../nbs/05_nms.ipynb #ea566f23
 def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45, max_det=100):
@@ -72,7 +81,7 @@ def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45
     return res
 
 # %% ../nbs/05_nms.ipynb #05f00011
-def _group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
+def group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
     "NMS within each group: one shifted `nms` call for up to 4000 boxes, else on a GPU `_padded_nms`, on a CPU `batched_nms`."
     if len(boxes) > 4000: return _padded_nms(boxes, scores, groups, iou_thresh) if boxes.is_cuda else batched_nms(boxes.double(), scores.double(), groups, iou_thresh)
     shifted = boxes.double() + groups[:, None].double() * 2                         # boxes in [0,1]: 2 apart never overlap

@@ -9,8 +9,8 @@ import torch, torch.nn as nn, torch.nn.functional as F, torchvision
 from torch import Tensor
 from .boxes import *
 from .grid4x4 import *
-from .grid4x4 import _cache_step
-from .nms import _group_nms
+from .grid4x4 import cache_step
+from .nms import group_nms
 
 # %% auto #0
 __all__ = ['SSD300_RATIOS', 'ssd_scales', 'ssd_anchors', 'ssd_grid_sizes', 'encode_boxes', 'decode_boxes', 'L2Norm', 'VGGAtrous',
@@ -63,7 +63,7 @@ def ssd_grid_sizes(fmaps=(38, 19, 10, 5, 3, 1), # as in `ssd_anchors`
                    steps=None, # as in `ssd_anchors`
                    size:int=300 # as in `ssd_anchors`
                   )->Tensor: # `[A, 1]`: the cell size (`1/f`, or `step/size`) of each default box
-    "The cell size of every default box of `ssd_anchors`, for stage 1's `actn_to_bb` and `SSDLoss`."
+    "The cell size of every default box of `ssd_anchors`, for stage 1's `actn_to_bb` and `SigmoidL1Loss`."
     return torch.cat([torch.full((f * f * (2 + 2 * len(r)), 1), steps[k] / size if steps else 1 / f)
                       for k, (f, r) in enumerate(zip(fmaps, ratios))])
 
@@ -283,30 +283,12 @@ def _iou_rows(a:Tensor, # boxes `[n, 4]` tlbr
     union = (box_area(a)[:, None] + box_area(bt.t())[None]).sub_(inter)
     return inter.div_(union.clamp_(min=torch.finfo(inter.dtype).tiny))
 
-# %% ../nbs/07_ssd300.ipynb #3782ee2f
-def _ssd_match(gt:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows have width <= 0
-               bt:Tensor, # default boxes as tlbr coordinate rows `[4, A]`
-               thresh:float=.5 # default boxes with IoU >= this are positives (and each object's best)
-              )->tuple: # (`gt_idx [bs, A]`, `pos [bs, A]`)
-    "`match_batch` with the paper's IoU >= `thresh`: forced best default box per object (later object wins), else the best IoU."
-    bs, M = gt.shape[:2]
-    valid = (gt[..., 2] - gt[..., 0]) > 0                                          # (bs, M)
-    iou = _iou_rows(gt[valid], bt)                                                  # (real objects, A)
-    ov = gt.new_full((bs, M, bt.shape[1]), -1.)                                     # padding: IoU -1, never a match
-    ov[valid] = iou
-    prior_idx = torch.zeros_like(valid, dtype=torch.long)
-    prior_idx[valid] = iou.argmax(1)                                                # best default box of each object
-    gt_overlap, gt_idx = ov.max(1)                                                  # best object of each default box
-    obj = torch.where(valid, torch.arange(M, device=gt.device), -1)
-    forced = torch.full_like(gt_idx, -1).scatter_reduce(1, prior_idx, obj, 'amax')
-    return torch.where(forced >= 0, forced, gt_idx), (forced >= 0) | (gt_overlap >= thresh)
-
 # %% ../nbs/07_ssd300.ipynb #c18a5c32
 def _bg_loss(clas:Tensor)->Tensor:
     "Cross-entropy of every box `[bs, A]` with class 0; on a CPU by groups of about 1M logits, which stay in the cache."
     bs, A, C1 = clas.shape
     return torch.cat([F.cross_entropy(c.reshape(-1, C1), c.new_zeros(len(c) * A, dtype=torch.long), reduction='none').view(-1, A)
-                      for c in clas.split(_cache_step(clas))])
+                      for c in clas.split(cache_step(clas))])
 
 # %% ../nbs/07_ssd300.ipynb #a2415825
 class MultiBoxLoss:
@@ -317,14 +299,13 @@ class MultiBoxLoss:
                  alpha:float=1., # weight of the localisation loss
                  variances=(.1, .2)): # of `encode_boxes`
         self.anchors, self.iou_thresh, self.neg_pos, self.alpha, self.variances = anchors, iou_thresh, neg_pos, alpha, variances
-        self.bt = cthw2tlbr(anchors).t().contiguous()                                   # tlbr rows, for `_ssd_match`
+        self.bt = cthw2tlbr(anchors).t().contiguous()                                   # tlbr rows, for `_iou_rows`
     def match(self, bboxes:Tensor, labels:Tensor)->tuple:
         "`(gt [bs, M, 4] in [0,1], gt_idx [bs, A], pos [bs, A], gt_clas [bs, A])` for fastai targets in [-1,1]."
-        bs = len(bboxes)
-        if bboxes.shape[1] == 0: bboxes, labels = bboxes.new_zeros((bs, 1, 4)), labels.new_zeros((bs, 1))  # no objects
-        gt = torch.where(((bboxes[..., 2] - bboxes[..., 0]) > 0)[..., None], (bboxes + 1) / 2, 0.)        # padding: empty
-        gt_idx, pos = _ssd_match(gt, self.bt, self.iou_thresh)
+        gt, labels = fastai_targets(bboxes, labels)
+        gt_idx, pos = match_batch(gt, self.anchors, self.iou_thresh, inclusive=True, iou=self._iou)
         return gt, gt_idx, pos, torch.where(pos, labels.gather(1, gt_idx), 0)
+    def _iou(self, a:Tensor, b:Tensor)->Tensor: return _iou_rows(a, self.bt)   # `b` is `self.anchors` in tlbr
     def parts(self, preds, bboxes, labels)->tuple:
         "The `(L_conf / N, L_loc / N)` parts of the loss."
         clas, bbox = (p.as_subclass(Tensor).float() for p in preds)
@@ -350,7 +331,7 @@ class MultiBoxLoss:
 # %% ../nbs/07_ssd300.ipynb #4282349c
 def _nms_by_group(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
     "NMS within each group of `groups` (sorted); kept indices by decreasing score."
-    if len(boxes) <= 4000 or boxes.is_cuda: return _group_nms(boxes, scores, groups, iou_thresh)   # a GPU: all groups at once
+    if len(boxes) <= 4000 or boxes.is_cuda: return group_nms(boxes, scores, groups, iou_thresh)   # a GPU: all groups at once
     n = torch.unique_consecutive(groups, return_counts=True)[1].tolist()
     starts = [0] + torch.tensor(n).cumsum(0).tolist()[:-1]
     keep = torch.cat([torchvision.ops.nms(b, s, iou_thresh) + i for b, s, i in zip(boxes.split(n), scores.split(n), starts)])
@@ -377,9 +358,4 @@ def decode_ssd(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
     img, cls, j = (s > score_thresh).nonzero(as_tuple=True)                            # candidates
     s, b = s[img, cls, j], boxes[img, anc[img, cls, j]]
     keep = _nms_by_group(b, s, img * (C1 - 1) + cls, iou_thresh)                       # by decreasing score
-    keep = keep[torch.sort(img[keep], stable=True).indices]                             # by image, then score
-    n = torch.bincount(img[keep], minlength=bs)
-    rank = torch.arange(len(keep), device=keep.device) - (n.cumsum(0) - n)[img[keep]]
-    keep = keep[rank < max_det]
-    n = torch.bincount(img[keep], minlength=bs).tolist()
-    return [dict(boxes=bo, scores=sc, labels=la) for bo, sc, la in zip(b[keep].split(n), s[keep].split(n), (cls[keep] + 1).split(n))]
+    return split_detections(keep, img, b, s, cls + 1, bs, max_det)

@@ -5,10 +5,9 @@
 # %% ../nbs/07a_train.ipynb #7a000004
 from __future__ import annotations
 import math, os, warnings, torch, matplotlib.pyplot as plt
-from fastai.vision.all import Learner, set_seed, L
-from fastai.callback.core import Callback, CancelFitException
-from fastai.callback.fp16 import MixedPrecision
-from torch.amp import GradScaler
+from dataclasses import dataclass
+from typing import Callable
+from torch import Tensor
 from .data import *
 from .boxes import show_boxes
 from .grid4x4 import *
@@ -17,23 +16,40 @@ from .focal import *
 from .nms import *
 from .metrics import *
 from .ssd300 import *
+from .distributed import ddp_ctx
+from fastai.vision.all import Learner, set_seed, L
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.fp16 import MixedPrecision
+from torch.amp import GradScaler
 
 # %% auto #0
-__all__ = ['STAGES', 'LOSSES', 'AUG_FLAGS', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native',
+__all__ = ['STAGES', 'LOSSES', 'AUG_FLAGS', 'Stage', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native',
            'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite', 'default_workers', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
+def _grid_priors(model, size:int)->tuple: return grid_anchors(4), .25
+def _multi_priors(model, size:int)->tuple: return multi_anchors(), multi_grid_sizes()
 def _ssd_priors(model, size:int)->tuple:
     fm = model.fmap_sizes(size)
     return ssd_anchors(fmaps=fm, ratios=model.ratios), ssd_grid_sizes(fmaps=fm, ratios=model.ratios)
 
 # %% ../nbs/07a_train.ipynb #c002484b
-# min_bs: batch norm on a 1x1 map needs two images per batch to train (the multi-grid head's 1x1 grid, the
-# extra layers of SSD's ResNet and vgg16_bn bodies; the plain VGG16 has no batch norm but is held to the same rule)
-# per_positive: the sigmoid class losses divided by the number of positives, as MultiBoxLoss is (see below)
-STAGES = {'grid4x4':   dict(model=grid_model,  size=128, min_bs=1, per_positive=False, priors=lambda model, size: (grid_anchors(4), .25)),
-          'multigrid': dict(model=multi_model, size=128, min_bs=2, per_positive=False, priors=lambda model, size: (multi_anchors(), multi_grid_sizes())),
-          'ssd':       dict(model=ssd_model,   size=300, min_bs=2, per_positive=True,  priors=_ssd_priors)}
+@dataclass(frozen=True)
+class Stage:
+    "What the code needs to know of a stage besides its weights."
+    model: Callable     # `model(n_classes, pretrained=, backbone=, size=, **model_kw)`
+    size: int           # the input size it trains at by default
+    min_bs: int         # the smallest batch it trains on: batch norm on a 1x1 map needs two images
+    per_positive: bool  # its sigmoid class losses divided by the batch's positives, as `MultiBoxLoss` is (see below)
+    priors: Callable    # `priors(model, size)` -> `(anchors [A, 4] cthw, cell sizes)`
+    model_kw: tuple = ()   # the extra arguments of `model` a checkpoint may carry (the multi-grid's `drop`)
+    def __getitem__(self, k:str): return getattr(self, k)   # `STAGES[s]['size']`, the dict form of earlier releases
+
+# min_bs: the multi-grid head's 1x1 grid, the extra layers of SSD's ResNet and vgg16_bn bodies (the plain VGG16 has
+# no batch norm but is held to the same rule)
+STAGES = {'grid4x4':   Stage(grid_model,  size=128, min_bs=1, per_positive=False, priors=_grid_priors),
+          'multigrid': Stage(multi_model, size=128, min_bs=2, per_positive=False, priors=_multi_priors, model_kw=('drop',)),
+          'ssd':       Stage(ssd_model,   size=300, min_bs=2, per_positive=True,  priors=_ssd_priors)}
 
 # %% ../nbs/07a_train.ipynb #031d7a49
 def stage_priors(stage:str, # a key of `STAGES`
@@ -41,21 +57,21 @@ def stage_priors(stage:str, # a key of `STAGES`
                  size:int # input size in pixels
                 )->tuple: # `(anchors [A, 4] cthw, grid_size)`: a float or `[A, 1]`
     "The default boxes of `stage`'s `model` at `size` px and their cell sizes: what its loss and its decoding need."
-    return STAGES[stage]['priors'](model, size)
+    return STAGES[stage].priors(model, size)
 
 # %% ../nbs/07a_train.ipynb #7a00000b
-LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class losses of `SSDLoss` (sigmoid)
+LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class losses of `SigmoidL1Loss` (sigmoid)
           'multibox': None}                                              # the whole loss is `MultiBoxLoss` (softmax)
 
 # %% ../nbs/07a_train.ipynb #8fe231f7
 def make_loss(loss:str, # a key of `LOSSES`
               n_classes:int, anchors:Tensor, grid_size,
-              per_positive:bool=False # `SSDLoss`'s: the sigmoid class loss divided by the positives of the batch
+              per_positive:bool=False # `SigmoidL1Loss`'s: the sigmoid class loss divided by the positives of the batch
              ):
     "The loss function named `loss` for a model with `n_classes` classes on these default boxes."
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
     if loss == 'multibox': return MultiBoxLoss(anchors)
-    return SSDLoss(anchors, grid_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
+    return SigmoidL1Loss(anchors, grid_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
 
 # %% ../nbs/07a_train.ipynb #975e5b18
 def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, grid_size=None, score_thresh:float=.05, iou_thresh:float=.45,
@@ -151,22 +167,21 @@ def train_detector(train:list, valid:list, # `Record`s
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f'the learning rate must be a positive number, got {lr}')
     objects_to_train(train)   # a training set with no box to learn from fails here, not as a NaN loss
-    st = STAGES[stage]; size = size or st['size']
+    st = STAGES[stage]; size = size or st.size
     world = _world() if distributed else 1
     n = math.ceil(len(train) / world)   # each of the `world` processes trains on its shard of the images
     if n < bs:   # fastai drops the last incomplete training batch: a larger bs would make no step at all
         warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}' if world == 1 else
                       f'batch size {bs} is larger than the {n} training images of each of the {world} processes: using batch size {n}')
         bs = n
-    if bs < st['min_bs']: raise ValueError(f"the {stage} model needs a batch size of at least {st['min_bs']} to train (batch norm on a 1x1 map), got {bs}")
+    if bs < st.min_bs: raise ValueError(f'the {stage} model needs a batch size of at least {st.min_bs} to train (batch norm on a 1x1 map), got {bs}')
     set_seed(seed)
     dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug, num_workers=default_workers() if workers is None else workers)
-    model = st['model'](len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
+    model = st.model(len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     anchors, gs = stage_priors(stage, model, size)
-    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, st['per_positive']), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
+    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.anchors, learn.grid_size, learn.detect = anchors, gs, stage_detect(loss)
     if distributed:
-        from ssd_tutorial.distributed import ddp_ctx   # imported here: `distributed` imports this module
         with ddp_ctx(learn, sync_bn=sync_bn, seed=seed): learn.fit_one_cycle(epochs, lr)
     else: learn.fit_one_cycle(epochs, lr)
     if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)
