@@ -6,9 +6,10 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #802eb085
-from . import boxes as _boxes, data as _data, grid4x4 as _grid4x4, multigrid as _multigrid, focal as _focal, nms as _nms, metrics as _metrics, ssd300 as _ssd300, train as _train, inference as _inference, augment as _augment, distributed as _distributed
+from . import boxes as _boxes, data as _data, files as _files, grid4x4 as _grid4x4, multigrid as _multigrid, focal as _focal, nms as _nms, metrics as _metrics, ssd300 as _ssd300, train as _train, inference as _inference, augment as _augment, distributed as _distributed
 from .boxes import *
 from .data import *
+from .files import *
 from .grid4x4 import *
 from .multigrid import *
 from .focal import *
@@ -19,4 +20,4 @@ from .train import *
 from .inference import *
 from .augment import *
 from .distributed import *
-__all__ = [n for m in (_boxes, _data, _grid4x4, _multigrid, _focal, _nms, _metrics, _ssd300, _train, _inference, _augment, _distributed) for n in m.__all__]
+__all__ = [n for m in (_boxes, _data, _files, _grid4x4, _multigrid, _focal, _nms, _metrics, _ssd300, _train, _inference, _augment, _distributed) for n in m.__all__]

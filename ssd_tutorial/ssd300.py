@@ -10,7 +10,7 @@ from torch import Tensor
 from .boxes import *
 from .grid4x4 import *
 from .grid4x4 import cache_step
-from .nms import group_nms
+from .nms import group_nms, split_detections
 
 # %% auto #0
 __all__ = ['SSD300_RATIOS', 'ssd_scales', 'ssd_anchors', 'ssd_grid_sizes', 'encode_boxes', 'decode_boxes', 'L2Norm', 'VGGAtrous',
