@@ -7,8 +7,12 @@ speed-up. `--out FILE` also keeps the table in FILE (bench/loss.md).
 Usage: python bench/loss.py [--reps N] [--out bench/loss.md]"""
 import argparse, torch, torch.nn.functional as F
 from ssd_tutorial.boxes import *
-from ssd_tutorial.grid4x4 import *
-import ssd_tutorial.grid4x4 as g4
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
+import ssd_tutorial.loss as g4
 from _timing import timeit, report
 
 def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):

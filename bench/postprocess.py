@@ -8,12 +8,14 @@ speed-up (loop time / batched time); CPU, and CUDA when present. Also `decode_pr
 `--out FILE` also keeps the table in FILE (bench/postprocess.md).
 Usage: python bench/postprocess.py [--reps N] [--out bench/postprocess.md]"""
 import argparse, torch
-from ssd_tutorial.grid4x4 import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
 from _timing import timeit, report
-import ssd_tutorial.nms as nms_mod
+import ssd_tutorial.decode as nms_mod
 from torchvision.ops import batched_nms
-from ssd_tutorial.multigrid import *
-from ssd_tutorial.nms import *
 
 def make_anchors(n):
     if n == 189: return multi_anchors(), multi_grid_sizes()

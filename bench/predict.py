@@ -31,8 +31,8 @@ from PIL import Image
 from torchvision.models.detection import ssd300_vgg16
 import torchvision.transforms.functional as TF
 from ssd_tutorial.data import SHAPES, load_image
-from ssd_tutorial.multigrid import multi_model
-from ssd_tutorial.ssd300 import ssd_model, load_torchvision_ssd
+from ssd_tutorial.model import multi_model
+from ssd_tutorial.model import ssd_model, load_torchvision_ssd
 from ssd_tutorial.train import stage_priors, stage_detect, bf16_native
 from ssd_tutorial.inference import Detector
 from _timing import timeit

@@ -18,7 +18,10 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.ops import box_iou as tv_box_iou
 from ssd_tutorial.boxes import *
-from ssd_tutorial.ssd300 import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.decode import *
 from _timing import timeit
 from loss import make_batch  # fastai-style targets: tlbr in [-1,1], 1-10 objects per image, padded with zero rows
 

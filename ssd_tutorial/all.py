@@ -6,18 +6,18 @@
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #802eb085
-from . import boxes as _boxes, data as _data, files as _files, grid4x4 as _grid4x4, multigrid as _multigrid, focal as _focal, nms as _nms, metrics as _metrics, ssd300 as _ssd300, train as _train, inference as _inference, augment as _augment, distributed as _distributed
+from . import boxes as _boxes, files as _files, augment as _augment, data as _data, anchors as _anchors, model as _model, loss as _loss, checkpoint as _checkpoint, decode as _decode, metrics as _metrics, distributed as _distributed, train as _train, inference as _inference
 from .boxes import *
-from .data import *
 from .files import *
-from .grid4x4 import *
-from .multigrid import *
-from .focal import *
-from .nms import *
+from .augment import *
+from .data import *
+from .anchors import *
+from .model import *
+from .loss import *
+from .checkpoint import *
+from .decode import *
 from .metrics import *
-from .ssd300 import *
+from .distributed import *
 from .train import *
 from .inference import *
-from .augment import *
-from .distributed import *
-__all__ = [n for m in (_boxes, _data, _files, _grid4x4, _multigrid, _focal, _nms, _metrics, _ssd300, _train, _inference, _augment, _distributed) for n in m.__all__]
+__all__ = [n for m in (_boxes, _files, _augment, _data, _anchors, _model, _loss, _checkpoint, _decode, _metrics, _distributed, _train, _inference) for n in m.__all__]

@@ -9,12 +9,12 @@ import torch
 from pathlib import Path
 import matplotlib
 from .data import *
-from .grid4x4 import *
-from .multigrid import *
-from .focal import *
-from .nms import *
+from .anchors import *
+from .model import *
+from .loss import *
+from .checkpoint import *
+from .decode import *
 from .metrics import *
-from .ssd300 import *
 from .train import *
 from .distributed import init_distrib, first_on_rank0, scale_lr, LR_RULES
 from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier

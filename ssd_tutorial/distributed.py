@@ -8,7 +8,11 @@ import datetime, os, signal, subprocess, sys, copy, warnings, torch, torch.distr
 from contextlib import contextmanager
 from torch import nn, Tensor
 from .data import *
-from .grid4x4 import *
+from .anchors import *
+from .model import *
+from .loss import *
+from .checkpoint import *
+from .decode import *
 from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier, set_seed
 from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Learner

@@ -13,11 +13,12 @@ from fastcore.basics import patch
 from .boxes import *
 from .data import *
 from .files import exif_upright, rgb8
-from .grid4x4 import *
-from .multigrid import *
-from .nms import *
+from .anchors import *
+from .model import *
+from .loss import *
+from .checkpoint import *
+from .decode import *
 from .metrics import *
-from .ssd300 import *
 from .train import *
 from fastai.vision.all import imagenet_stats
 

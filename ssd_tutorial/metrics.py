@@ -4,19 +4,20 @@
 
 # %% ../nbs/06_metrics.ipynb #ca535e45
 from __future__ import annotations
-import contextlib, numpy as np, torch, matplotlib.pyplot as plt
+import contextlib, json, numpy as np, torch, matplotlib.pyplot as plt
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from torch import Tensor
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from .boxes import *
 from .data import *
-from fastai.vision.all import imagenet_stats   # after `data`, which quiets fastai's import-time warning
-from .nms import *
+from fastai.vision.all import imagenet_stats   # after `data`, which imports fastai with its import-time warning filtered
+from .decode import *
 
 # %% auto #0
 __all__ = ['COCO_AREAS', 'voc_match', 'voc_ap', 'pr_curve', 'voc_map', 'coco_map', 'gts_to_coco', 'dets_to_coco', 'preds_to_dets',
-           'predict_records', 'evaluate', 'metrics_table', 'plot_pr']
+           'predict_records', 'evaluate', 'metrics_table', 'plot_pr', 'stage_table']
 
 # %% ../nbs/06_metrics.ipynb #4603e65d
 def _np(v, dtype=None):
@@ -284,3 +285,19 @@ def plot_pr(gts:list, dets:list, classes:list, iou_thresh:float=.5, ax=None):
     ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02), title=f'precision-recall at IoU {iou_thresh}')
     ax.legend(fontsize=8)
     return fig
+
+# %% ../nbs/06_metrics.ipynb #02b00005
+def stage_table(name:str, # this stage's row name
+                res:dict, # `evaluate`'s result on the validation set
+                images:int, epochs:int, secs:float, # the training budget and its time
+                path='models/stages.json', # where the rows of the notebooks before are kept
+                keep:bool=True # False: neither read nor write `path` (under the test runner)
+               )->str:
+    "The running table of the training notebooks: the rows kept in `path` up to this stage's, added (or replaced)."
+    path = Path(path)
+    rows = json.loads(path.read_text()) if keep and path.exists() else {}
+    rows[name] = dict(images=images, epochs=epochs, mAP50=res['voc07']['mAP'], AP=res['coco']['AP'], secs=secs)
+    if keep: path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(rows, indent=1))
+    head = f"{'stage':28s} {'images':>7s} {'epochs':>6s} {'mAP@0.5':>8s} {'COCO AP':>8s} {'training':>9s}"
+    upto = list(rows)[:list(rows).index(name) + 1]                                  # a re-run shows no later stage
+    return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} {rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])

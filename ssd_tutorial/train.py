@@ -10,12 +10,12 @@ from typing import Callable
 from torch import Tensor
 from .data import *
 from .boxes import show_boxes
-from .grid4x4 import *
-from .multigrid import *
-from .focal import *
-from .nms import *
+from .anchors import *
+from .model import *
+from .loss import *
+from .checkpoint import *
+from .decode import *
 from .metrics import *
-from .ssd300 import *
 from .distributed import ddp_ctx
 from fastai.vision.all import Learner, set_seed, L
 from fastai.callback.core import Callback, CancelFitException
@@ -23,8 +23,9 @@ from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 
 # %% auto #0
-__all__ = ['STAGES', 'LOSSES', 'AUG_FLAGS', 'Stage', 'stage_priors', 'make_loss', 'decode_softmax', 'stage_detect', 'bf16_native',
-           'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite', 'default_workers', 'train_detector', 'show_models']
+__all__ = ['STAGES', 'MODEL_FACTORIES', 'LOSSES', 'AUG_FLAGS', 'Stage', 'stage_priors', 'load_checkpoint', 'make_loss',
+           'decode_softmax', 'stage_detect', 'bf16_native', 'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite',
+           'default_workers', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
 def _grid_priors(model, size:int)->tuple: return grid_anchors(4), .25
@@ -58,6 +59,15 @@ def stage_priors(stage:str, # a key of `STAGES`
                 )->tuple: # `(anchors [A, 4] cthw, grid_size)`: a float or `[A, 1]`
     "The default boxes of `stage`'s `model` at `size` px and their cell sizes: what its loss and its decoding need."
     return STAGES[stage].priors(model, size)
+
+# %% ../nbs/07a_train.ipynb #7a0c0002
+MODEL_FACTORIES = {name: st.model for name, st in STAGES.items()}   # `{stage: model function}`, as `read_checkpoint` takes it
+
+def load_checkpoint(path, # a checkpoint's weights file, as `save_checkpoint` wrote it (its config beside it)
+                    device='cpu'
+                   )->tuple: # `(model, config)`: the model in eval mode on `device`
+    "The model of a checkpoint of any stage, rebuilt from its config and loaded: `read_checkpoint` with every stage's model."
+    return read_checkpoint(path, MODEL_FACTORIES, device)
 
 # %% ../nbs/07a_train.ipynb #7a00000b
 LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class losses of `SigmoidL1Loss` (sigmoid)

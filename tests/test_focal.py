@@ -1,8 +1,10 @@
 import torch, torch.nn.functional as F, pytest
 from torchvision.ops import sigmoid_focal_loss
-from ssd_tutorial.grid4x4 import *
-from ssd_tutorial.multigrid import *
-from ssd_tutorial.focal import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
 from test_grid4x4 import targets
 
 def ref_focal(logits, gt, alpha=.25, gamma=2.):

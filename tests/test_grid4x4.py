@@ -1,6 +1,10 @@
 import torch, torch.nn.functional as F, pytest
 from ssd_tutorial.boxes import *
-from ssd_tutorial.grid4x4 import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
 
 def loop_1(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4, parts=False):
     "Reference: the per-image loss of the walkthrough, written plainly (one-hot BCE, per-object loop for ties)."

@@ -4,8 +4,11 @@ from pathlib import Path
 from PIL import Image, ImageOps
 from torch import nn
 from ssd_tutorial.data import SHAPES, ImageError, read_voc
-from ssd_tutorial.grid4x4 import grid_model, grid_anchors, save_checkpoint, load_checkpoint
-from ssd_tutorial.nms import decode_preds
+from ssd_tutorial.model import grid_model
+from ssd_tutorial.anchors import grid_anchors
+from ssd_tutorial.checkpoint import save_checkpoint
+from ssd_tutorial.train import load_checkpoint
+from ssd_tutorial.decode import decode_preds
 from ssd_tutorial.metrics import predict_records
 from ssd_tutorial.train import stage_priors
 from ssd_tutorial.inference import *

@@ -1,7 +1,10 @@
 import torch, pytest
 from ssd_tutorial.boxes import *
-from ssd_tutorial.grid4x4 import *
-from ssd_tutorial.multigrid import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
 from test_grid4x4 import loop_1, targets
 
 def test_multi_anchors_layout():

@@ -1,8 +1,10 @@
 import torch, torchvision, pytest
 from ssd_tutorial.boxes import *
-from ssd_tutorial.grid4x4 import *
-from ssd_tutorial.multigrid import *
-from ssd_tutorial.nms import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
 
 def random_boxes(n, g):
     k = max(1, n // 8)
@@ -82,7 +84,7 @@ def test_decode_preds_cuda_matches_cpu(n_anchors):
 @pytest.mark.parametrize('n,thresh', [(1, .45), (300, .45), (5000, .3), (12000, .45), (12000, .7)])
 def test_padded_nms_keeps_what_batched_nms_keeps(n, thresh):
     "The GPU path of `group_nms`, run here on the CPU: the same kept boxes as torchvision (ties of equal scores in any order)."
-    from ssd_tutorial.nms import _padded_nms
+    from ssd_tutorial.decode import _padded_nms
     g = torch.Generator().manual_seed(n)
     boxes, scores = random_boxes(n, g).clamp(0, 1), torch.rand(n, generator=g)
     groups = torch.randint(0, max(1, n // 20), (n,), generator=g)
@@ -97,7 +99,7 @@ def test_padded_nms_keeps_what_batched_nms_keeps(n, thresh):
 @pytest.mark.cuda
 def test_group_nms_on_cuda_above_4000_boxes():
     "On a GPU, `group_nms` goes through `_padded_nms` above 4000 boxes: the same kept boxes as on the CPU."
-    from ssd_tutorial.nms import group_nms
+    from ssd_tutorial.decode import group_nms
     g = torch.Generator().manual_seed(0)
     boxes, scores = random_boxes(20000, g).clamp(0, 1), torch.rand(20000, generator=g)
     groups = torch.randint(0, 1280, (20000,), generator=g)

@@ -2,9 +2,14 @@
 import json, os, subprocess, sys, warnings, pytest, torch
 from pathlib import Path
 from ssd_tutorial.data import get_shapes, read_voc, SHAPES, Record
-from ssd_tutorial.grid4x4 import SSDLoss, bce_conf_loss, grid_anchors, grid_model, save_checkpoint, load_checkpoint
-from ssd_tutorial.multigrid import multi_anchors, multi_grid_sizes, multi_model
-from ssd_tutorial.focal import FocalLoss
+from ssd_tutorial.loss import SSDLoss, bce_conf_loss
+from ssd_tutorial.anchors import grid_anchors
+from ssd_tutorial.model import grid_model
+from ssd_tutorial.checkpoint import save_checkpoint
+from ssd_tutorial.train import load_checkpoint
+from ssd_tutorial.anchors import multi_anchors, multi_grid_sizes
+from ssd_tutorial.model import multi_model
+from ssd_tutorial.loss import FocalLoss
 from ssd_tutorial import cli
 from ssd_tutorial.cli import main
 from ssd_tutorial.train import train_detector, NonFiniteLoss, LOSSES

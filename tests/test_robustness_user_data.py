@@ -4,7 +4,9 @@ from pathlib import Path
 from PIL import Image
 from ssd_tutorial import files as files_mod, inference
 from ssd_tutorial.data import SHAPES, DataError, ImageError, get_shapes, read_voc, to_coco, write_voc_xml, image_size, check_image, load_image
-from ssd_tutorial.grid4x4 import grid_model, save_checkpoint, load_checkpoint
+from ssd_tutorial.model import grid_model
+from ssd_tutorial.checkpoint import save_checkpoint
+from ssd_tutorial.train import load_checkpoint
 from ssd_tutorial.metrics import evaluate
 from ssd_tutorial.train import stage_priors, stage_detect, train_detector
 from ssd_tutorial.cli import main

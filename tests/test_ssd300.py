@@ -6,10 +6,13 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection._utils import BoxCoder
 from ssd_tutorial.boxes import *
-from ssd_tutorial.grid4x4 import *
-from ssd_tutorial.focal import FocalLoss
-from ssd_tutorial.nms import nms
-from ssd_tutorial.ssd300 import *
+from ssd_tutorial.anchors import *
+from ssd_tutorial.model import *
+from ssd_tutorial.loss import *
+from ssd_tutorial.checkpoint import *
+from ssd_tutorial.decode import *
+from ssd_tutorial.loss import FocalLoss
+from ssd_tutorial.decode import nms
 
 TV_SCALES, STEPS, FMAPS = [.07, .15, .33, .51, .69, .87, 1.05], (8, 16, 32, 64, 100, 300), (38, 19, 10, 5, 3, 1)
 
@@ -250,7 +253,7 @@ def test_checkpoint_roundtrip(tmp_path, rn18):
     with torch.no_grad(): assert torch.allclose(m2(x)[0], m(x)[0]) and torch.allclose(m2(x)[1], m(x)[1])
 
 def test_all_exports_ssd300():
-    import ssd_tutorial.all as everything, ssd_tutorial.ssd300 as mod
+    import ssd_tutorial.all as everything, ssd_tutorial.model as mod
     assert set(mod.__all__) <= set(everything.__all__)
     assert all(hasattr(everything, n) for n in ('ssd_anchors', 'MultiBoxLoss', 'decode_ssd', 'ssd_model', 'load_torchvision_ssd'))
 
@@ -467,7 +470,7 @@ def test_cuda_decode_matches_cpu():
 
 @pytest.mark.parametrize('n', [300, 3999, 4001, 20000])
 def test_nms_by_group_equals_batched_nms(n):
-    from ssd_tutorial.ssd300 import _nms_by_group
+    from ssd_tutorial.decode import _nms_by_group
     g = torch.Generator().manual_seed(n)
     ctr = torch.rand(n, 2, generator=g); wh = torch.rand(n, 2, generator=g) * .3 + .01
     boxes, scores = torch.cat([ctr - wh / 2, ctr + wh / 2], 1).clamp(0, 1), torch.rand(n, generator=g)

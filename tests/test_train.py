@@ -1,11 +1,15 @@
 "The training layer (`ssd_tutorial.train`): stages, losses, read-outs, `train_detector` on SSD300, and the CLI on stage 3."
 import json, pytest, torch
 from ssd_tutorial.data import get_shapes, read_voc, SHAPES
-from ssd_tutorial.grid4x4 import SSDLoss, load_checkpoint
-from ssd_tutorial.focal import FocalLoss
-from ssd_tutorial.nms import decode_preds
+from ssd_tutorial.loss import SSDLoss
+from ssd_tutorial.train import load_checkpoint
+from ssd_tutorial.loss import FocalLoss
+from ssd_tutorial.decode import decode_preds
 from ssd_tutorial.metrics import evaluate
-from ssd_tutorial.ssd300 import MultiBoxLoss, decode_ssd, ssd_anchors, ssd_model
+from ssd_tutorial.loss import MultiBoxLoss
+from ssd_tutorial.decode import decode_ssd
+from ssd_tutorial.anchors import ssd_anchors
+from ssd_tutorial.model import ssd_model
 from ssd_tutorial.train import STAGES, LOSSES, stage_priors, make_loss, decode_softmax, stage_detect, train_detector
 from ssd_tutorial.cli import main
 
