@@ -23,8 +23,8 @@ from fastai.callback.fp16 import MixedPrecision
 from torch.amp import GradScaler
 
 # %% auto #0
-__all__ = ['STAGES', 'MODEL_FACTORIES', 'LOSSES', 'AUG_FLAGS', 'Stage', 'stage_priors', 'load_checkpoint', 'make_loss',
-           'decode_softmax', 'stage_detect', 'bf16_native', 'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite',
+__all__ = ['STAGES', 'LOSSES', 'MODEL_FACTORIES', 'AUG_FLAGS', 'Stage', 'stage_priors', 'make_loss', 'decode_softmax',
+           'stage_detect', 'load_checkpoint', 'bf16_native', 'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite',
            'default_workers', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
@@ -60,15 +60,6 @@ def stage_priors(stage:str, # a key of `STAGES`
     "The default boxes of `stage`'s `model` at `size` px and their cell sizes: what its loss and its decoding need."
     return STAGES[stage].priors(model, size)
 
-# %% ../nbs/07a_train.ipynb #7a0c0002
-MODEL_FACTORIES = {name: st.model for name, st in STAGES.items()}   # `{stage: model function}`, as `read_checkpoint` takes it
-
-def load_checkpoint(path, # a checkpoint's weights file, as `save_checkpoint` wrote it (its config beside it)
-                    device='cpu'
-                   )->tuple: # `(model, config)`: the model in eval mode on `device`
-    "The model of a checkpoint of any stage, rebuilt from its config and loaded: `read_checkpoint` with every stage's model."
-    return read_checkpoint(path, MODEL_FACTORIES, device)
-
 # %% ../nbs/07a_train.ipynb #7a00000b
 LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class losses of `SigmoidL1Loss` (sigmoid)
           'multibox': None}                                              # the whole loss is `MultiBoxLoss` (softmax)
@@ -92,6 +83,15 @@ def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, grid_size=None, sco
 def stage_detect(loss:str):
     "The read-out that matches `loss`: `decode_softmax` for 'multibox', `decode_preds` for the sigmoid losses."
     return decode_softmax if loss == 'multibox' else decode_preds
+
+# %% ../nbs/07a_train.ipynb #7a0c0002
+MODEL_FACTORIES = {name: st.model for name, st in STAGES.items()}   # `{stage: model function}`, as `read_checkpoint` takes it
+
+def load_checkpoint(path, # a checkpoint's weights file, as `save_checkpoint` wrote it (its config beside it)
+                    device='cpu'
+                   )->tuple: # `(model, config)`: the model in eval mode on `device`
+    "The model of a checkpoint of any stage, rebuilt from its config and loaded: `read_checkpoint` with every stage's model."
+    return read_checkpoint(path, MODEL_FACTORIES, device)
 
 # %% ../nbs/07a_train.ipynb #7a00000f
 def bf16_native(device='cpu')->bool:
