@@ -29,6 +29,7 @@ def test_more_processes_than_gpus_is_a_one_line_error(monkeypatch):
 
 SCRIPT = """import json, os, time, torch, torch.distributed as dist
 from fastai.torch_core import rank_distrib
+from ssd_tutorial.distributed import *
 init_distrib(timeout=120)
 def log(): # process 0 must finish before any other starts
     with open(os.environ['ORDER_LOG'], 'a') as f: f.write(f'{rank_distrib()} start\\n')

@@ -5,6 +5,8 @@ from ssd_tutorial.model import *
 from ssd_tutorial.loss import *
 from ssd_tutorial.checkpoint import *
 from ssd_tutorial.decode import *
+from ssd_tutorial.train import load_checkpoint
+from ssd_tutorial.metrics import stage_table
 
 def loop_1(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4, parts=False):
     "Reference: the per-image loss of the walkthrough, written plainly (one-hot BCE, per-object loop for ties)."

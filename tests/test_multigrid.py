@@ -5,6 +5,7 @@ from ssd_tutorial.model import *
 from ssd_tutorial.loss import *
 from ssd_tutorial.checkpoint import *
 from ssd_tutorial.decode import *
+from ssd_tutorial.train import load_checkpoint
 from test_grid4x4 import loop_1, targets
 
 def test_multi_anchors_layout():

@@ -11,6 +11,7 @@ from ssd_tutorial.model import *
 from ssd_tutorial.loss import *
 from ssd_tutorial.checkpoint import *
 from ssd_tutorial.decode import *
+from ssd_tutorial.train import load_checkpoint, MODEL_FACTORIES
 from ssd_tutorial.loss import FocalLoss
 from ssd_tutorial.decode import nms
 
