@@ -15,12 +15,12 @@ from ssd_tutorial.decode import *
 import ssd_tutorial.loss as g4
 from _timing import timeit, report
 
-def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):
+def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, cell_size, thresh=.4):
     "The per-image loss exactly as taught in nbs/02_grid4x4.ipynb."
     keep = (bbox[:, 2] - bbox[:, 0]) > 0
     bbox, clas = (bbox[keep] + 1) / 2, clas[keep]
     n_cls = b_c.shape[1] - 1
-    a_ic = actn_to_bb(b_bb, anchors, grid_size)
+    a_ic = actn_to_bb(b_bb, anchors, cell_size)
     if len(bbox) == 0: gt_clas, loc = torch.zeros(len(anchors), dtype=torch.long, device=b_c.device), b_bb.sum() * 0
     else:
         _, gt_idx, pos = map_to_ground_truth(box_iou(bbox, cthw2tlbr(anchors)), thresh)
@@ -29,8 +29,8 @@ def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, grid_size, thresh=.4):
     target = F.one_hot(gt_clas, n_cls + 1)[:, 1:].float()
     return loc, F.binary_cross_entropy_with_logits(b_c[:, 1:], target, reduction='sum') / n_cls
 
-def loop_loss(pred, bboxes, labels, anchors, grid_size):
-    return sum(sum(ssd_1_loss(c, b, bb, l, anchors, grid_size)) for c, b, bb, l in zip(*pred, bboxes, labels))
+def loop_loss(pred, bboxes, labels, anchors, cell_size):
+    return sum(sum(ssd_1_loss(c, b, bb, l, anchors, cell_size)) for c, b, bb, l in zip(*pred, bboxes, labels))
 
 def make_anchors(n):
     "`n` anchors: the 4x4 grid for 16, else square anchors of random centres and sizes (only the count matters here)."

@@ -18,7 +18,7 @@ import ssd_tutorial.decode as nms_mod
 from torchvision.ops import batched_nms
 
 def make_anchors(n):
-    if n == 189: return multi_anchors(), multi_grid_sizes()
+    if n == 189: return multi_anchors(), multi_cell_sizes()
     g = torch.Generator().manual_seed(0)
     a = torch.cat([torch.rand(n, 2, generator=g), torch.rand(n, 2, generator=g) * .5 + .02], 1)
     return a, a[:, 2:3].clone()

@@ -24,7 +24,7 @@ def run(stage, loss, seed, epochs, lr, train, valid, drop, bf16, aug='none', siz
     learn = train_detector(train, valid, SHAPES, stage, size=size, bs=32, epochs=epochs, lr=lr, backbone='resnet18', seed=seed, loss=loss,
                            model_kw=dict(drop=drop) if stage == 'multigrid' else None, bf16=bf16, aug=AUG_FLAGS[aug])
     t = time.time() - t0
-    res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.grid_size, size, progress=False, detect=learn.detect)
+    res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.cell_size, size, progress=False, detect=learn.detect)
     c = res['coco']
     return dict(map50=res['voc07']['mAP'], ap=c['AP'], ap50=c['AP50'], aps=c['APs'], apm=c['APm'], secs=t)
 

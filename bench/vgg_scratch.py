@@ -38,7 +38,7 @@ def main():
         with contextlib.redirect_stdout(io.StringIO()):
             learn = train_detector(train, valid, SHAPES, 'ssd', 300, bs=a.bs, epochs=a.epochs, lr=a.lr, backbone=bb, loss='multibox', bf16=bf16, seed=0)
         secs = time.time() - t0
-        res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.grid_size, 300, progress=False, detect=learn.detect)
+        res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.cell_size, 300, progress=False, detect=learn.detect)
         vals = learn.recorder.values
         lines.append(f"| {bb} | {' / '.join(f'{v[0]:.2f}' for v in vals)} | {' / '.join(f'{v[1]:.2f}' for v in vals)} | "
                      f"{res['voc07']['mAP']:.3f} | {res['coco']['AP']:.3f} | {secs:.0f} s |")

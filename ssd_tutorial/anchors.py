@@ -9,7 +9,7 @@ from torch import Tensor
 from .boxes import *
 
 # %% auto #0
-__all__ = ['grid_anchors', 'map_to_ground_truth', 'actn_to_bb', 'match_batch', 'fastai_targets', 'multi_anchors', 'multi_grid_sizes', 'SSD300_RATIOS', 'ssd_scales', 'ssd_anchors', 'ssd_grid_sizes', 'encode_boxes', 'decode_boxes']
+__all__ = ['grid_anchors', 'map_to_ground_truth', 'actn_to_bb', 'match_batch', 'fastai_targets', 'multi_grid_sizes', 'multi_anchors', 'multi_cell_sizes', 'SSD300_RATIOS', 'ssd_grid_sizes', 'ssd_scales', 'ssd_anchors', 'ssd_cell_sizes', 'encode_boxes', 'decode_boxes']
 
 # %% ../nbs/02_grid4x4.ipynb #ab8ff2b9
 def grid_anchors(n:int=4 # cells per side
@@ -35,11 +35,11 @@ def map_to_ground_truth(overlaps:Tensor, # IoU `[n_obj, n_anchors]`
 # %% ../nbs/02_grid4x4.ipynb #4532dab3
 def actn_to_bb(actn:Tensor, # activations `[..., n_anchors, 4]`
                anchors:Tensor, # anchors `[n_anchors, 4]` in cthw
-               grid_size # cell size: a float, or per anchor `[n_anchors, 1]`
+               cell_size # cell size: a float, or per anchor `[n_anchors, 1]`
               )->Tensor: # boxes `[..., n_anchors, 4]` in tlbr, relative units
     "Turn activations into boxes: centre moves up to half a cell, size scales by 0.5x to 1.5x."
     t = torch.tanh(actn)
-    ctr = anchors[:, :2] + t[..., :2] / 2 * grid_size
+    ctr = anchors[:, :2] + t[..., :2] / 2 * cell_size
     hw = anchors[:, 2:] * (t[..., 2:] / 2 + 1)
     return cthw2tlbr(torch.cat([ctr, hw], -1))
 
@@ -88,11 +88,13 @@ def multi_anchors(grids=(4, 2, 1), # cells per side of each grid, in the order o
     return torch.cat(out)
 
 # %% ../nbs/03_multigrid.ipynb #f1998ced
-def multi_grid_sizes(grids=(4, 2, 1), # as in `multi_anchors`
+def multi_cell_sizes(grids=(4, 2, 1), # as in `multi_anchors`
                      k:int=9 # anchors per cell
                     )->Tensor: # `[sum(g*g)*k, 1]`: `1/g` for each anchor
     "The cell size of every anchor of `multi_anchors`, for `actn_to_bb`."
     return torch.cat([torch.full((g * g * k, 1), 1 / g) for g in grids])
+
+multi_grid_sizes = multi_cell_sizes   # its name before: kept for one release
 
 # %% ../nbs/07_ssd300.ipynb #dceb6ba9
 SSD300_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))  # aspect ratios of each feature map: 4, 6, 6, 6, 4, 4 boxes
@@ -136,7 +138,7 @@ def ssd_anchors(fmaps=(38, 19, 10, 5, 3, 1), # side of each (square) feature map
     return torch.cat(out)
 
 # %% ../nbs/07_ssd300.ipynb #f0505af0
-def ssd_grid_sizes(fmaps=(38, 19, 10, 5, 3, 1), # as in `ssd_anchors`
+def ssd_cell_sizes(fmaps=(38, 19, 10, 5, 3, 1), # as in `ssd_anchors`
                    ratios=SSD300_RATIOS, # as in `ssd_anchors`
                    steps=None, # as in `ssd_anchors`
                    size:int=300 # as in `ssd_anchors`
@@ -144,6 +146,8 @@ def ssd_grid_sizes(fmaps=(38, 19, 10, 5, 3, 1), # as in `ssd_anchors`
     "The cell size of every default box of `ssd_anchors`, for stage 1's `actn_to_bb` and `SigmoidL1Loss`."
     return torch.cat([torch.full((f * f * (2 + 2 * len(r)), 1), steps[k] / size if steps else 1 / f)
                       for k, (f, r) in enumerate(zip(fmaps, ratios))])
+
+ssd_grid_sizes = ssd_cell_sizes   # its name before: kept for one release
 
 # %% ../nbs/07_ssd300.ipynb #aaca7399
 def encode_boxes(gt:Tensor, # ground-truth boxes `[..., 4]` tlbr

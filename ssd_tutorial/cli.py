@@ -64,7 +64,7 @@ def _save(learn, args, classes:list, out:Path)->Path:
 # %% ../nbs/90_cli.ipynb #c1a00009
 def _report(learn, args, classes:list, out:Path):
     "The optional part, after the checkpoint: the predictions PNG and the validation metrics."
-    anchors, gs = learn.anchors, learn.grid_size  # the read-out moves them to the model's device
+    anchors, gs = learn.anchors, learn.cell_size  # the read-out moves them to the model's device
     fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=learn.detect)
     fig.savefig(out / 'predictions.png', dpi=80)
     print(f'predictions: {out / "predictions.png"}')

@@ -16,17 +16,17 @@ __all__ = ['grid_detections', 'show_preds', 'nms', 'split_detections', 'decode_p
 # %% ../nbs/02d_grid_train.ipynb #bf325a2f
 def grid_detections(clas:Tensor, # logits `[bs, A, C+1]`
                     bbox:Tensor, # box activations `[bs, A, 4]`
-                    anchors:Tensor, grid_size, thresh:float=.3
+                    anchors:Tensor, cell_size, thresh:float=.3
                    )->list: # per image a dict of `boxes` (tlbr, [0,1]), `scores`, `labels` (1..C)
     "Anchors whose best non-background probability is above `thresh`, with their predicted boxes (no NMS)."
-    boxes = actn_to_bb(bbox.float(), anchors.to(bbox.device), grid_size)
+    boxes = actn_to_bb(bbox.float(), anchors.to(bbox.device), cell_size)
     scores, labels = torch.sigmoid(clas.float()[..., 1:]).max(-1)
     return [dict(boxes=b[s > thresh], scores=s[s > thresh], labels=l[s > thresh] + 1) for b, s, l in zip(boxes, scores, labels)]
 
 # %% ../nbs/02d_grid_train.ipynb #02f00006
 def show_preds(model, # a model, or `{name: model}` for one row per model
-               dls, anchors, grid_size, n:int=6, thresh:float=.3, figsize_per:float=3.,
-               detect=grid_detections # `detect(clas, bbox, anchors, grid_size, thresh)` -> per-image dicts
+               dls, anchors, cell_size, n:int=6, thresh:float=.3, figsize_per:float=3.,
+               detect=grid_detections # `detect(clas, bbox, anchors, cell_size, thresh)` -> per-image dicts
               ):
     "Ground truth (top row) above the detections of `model` (a row per model) for the first `n` validation images."
     models = model if isinstance(model, dict) else {'predicted': model}
@@ -40,7 +40,7 @@ def show_preds(model, # a model, or `{name: model}` for one row per model
         show_boxes(imgs[i], ((bb[i][keep] + 1) / 2 * sz).cpu(), lb[i][keep].tolist(), classes=vocab, ax=axs[0, i], title='ground truth' if i == 0 else None)
     for row, (name, m) in enumerate(models.items(), 1):
         m.eval()
-        with torch.no_grad(): dets = detect(*m(xb), anchors, grid_size, thresh)
+        with torch.no_grad(): dets = detect(*m(xb), anchors, cell_size, thresh)
         for i, d in enumerate(dets[:n]):
             show_boxes(imgs[i], (d['boxes'] * sz).cpu(), d['labels'].tolist(), d['scores'].tolist(), classes=vocab, ax=axs[row, i], title=name if i == 0 else None)
     fig.tight_layout()
@@ -79,7 +79,7 @@ def split_detections(keep:Tensor, # kept candidates, by decreasing score
 def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
                  bbox:Tensor, # box activations `[bs, A, 4]`
                  anchors:Tensor, # `[A, 4]` cthw
-                 grid_size, # a float, or `[A, 1]` per-anchor cell sizes
+                 cell_size, # a float, or `[A, 1]` per-anchor cell sizes
                  score_thresh:float=.05, # drop (anchor, class) pairs scored below this
                  iou_thresh:float=.45, # per-class NMS threshold
                  max_det:int=100 # detections kept per image
@@ -89,7 +89,7 @@ def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
     if bbox.shape != (bs, A, 4) or len(anchors) != A:
         raise ValueError(f'decode_preds: clas {tuple(clas.shape)}, bbox {tuple(bbox.shape)} and {len(anchors)} anchors do not agree')
     clas, bbox = clas.as_subclass(Tensor).float(), bbox.as_subclass(Tensor).float()
-    gs = grid_size.to(bbox.device) if isinstance(grid_size, Tensor) else grid_size
+    gs = cell_size.to(bbox.device) if isinstance(cell_size, Tensor) else cell_size
     boxes = actn_to_bb(bbox, anchors.to(bbox.device), gs).clamp(0, 1)            # (bs, A, 4)
     scores = torch.sigmoid(clas[..., 1:])                                        # (bs, A, C)
     img, anc, cls = (scores > score_thresh).nonzero(as_tuple=True)               # candidates
@@ -98,11 +98,11 @@ def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
     return split_detections(keep, img, b, s, cls + 1, bs, max_det)
 
 # %% ../nbs/05_nms.ipynb #ea566f23
-def decode_loop(clas, bbox, anchors, grid_size, score_thresh=.05, iou_thresh=.45, max_det=100):
+def decode_loop(clas, bbox, anchors, cell_size, score_thresh=.05, iou_thresh=.45, max_det=100):
     "`decode_preds` one image and one class at a time (the reference for the tests and `bench/postprocess.py`)."
     res = []
     for c, bx in zip(clas, bbox):
-        boxes, dets = actn_to_bb(bx, anchors, grid_size).clamp(0, 1), []
+        boxes, dets = actn_to_bb(bx, anchors, cell_size).clamp(0, 1), []
         for k in range(1, c.shape[1]):
             sc = torch.sigmoid(c[:, k]); m = sc > score_thresh
             keep = nms(boxes[m], sc[m], iou_thresh, top_k=None)

@@ -85,8 +85,8 @@ def normalize_batch(xb:Tensor)->Tensor:
 class Detector:
     "A trained detector for images of any size: `det(images)` -> per image `boxes` (tlbr, original pixels), `scores`, `labels`."
     def __init__(self, model:nn.Module, classes:list, # the model and its class names (no background)
-                 size:int, anchors:Tensor, grid_size, # input side; default boxes `[A, 4]` cthw and cell sizes (`stage_priors`)
-                 detect=decode_preds, # read-out `detect(clas, bbox, anchors, grid_size, score_thresh, iou_thresh, max_det)`
+                 size:int, anchors:Tensor, cell_size, # input side; default boxes `[A, 4]` cthw and cell sizes (`stage_priors`)
+                 detect=decode_preds, # read-out `detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)`
                  device=None, # default: CUDA when there is one, else the CPU
                  score_thresh:float=.3, iou_thresh:float=.45, max_det:int=100, # kept detections
                  bs:int=16, # images per batch
@@ -96,7 +96,7 @@ class Detector:
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.model, self.classes, self.size, self.detect = model.to(self.device).eval(), list(classes), size, detect
         self.anchors = anchors.to(self.device)
-        self.grid_size = grid_size.to(self.device) if isinstance(grid_size, Tensor) else grid_size
+        self.cell_size = cell_size.to(self.device) if isinstance(cell_size, Tensor) else cell_size
         self.score_thresh, self.iou_thresh, self.max_det, self.bs, self.fast_decode = score_thresh, iou_thresh, max_det, bs, fast_decode
         self.bf16 = bf16_native(self.device) if bf16 is None else bf16
         if self.bf16: self.model.to(memory_format=torch.channels_last)
@@ -129,7 +129,7 @@ def forward(self:Detector, xb:Tensor)->tuple:
 @patch
 def postprocess(self:Detector, clas:Tensor, bbox:Tensor, sizes:list)->list:
     "Detections of raw outputs: the read-out, then boxes scaled to each image's `(w, h)` in `sizes`."
-    with torch.inference_mode(): dec = self.detect(clas, bbox, self.anchors, self.grid_size, self.score_thresh, self.iou_thresh, self.max_det)
+    with torch.inference_mode(): dec = self.detect(clas, bbox, self.anchors, self.cell_size, self.score_thresh, self.iou_thresh, self.max_det)
     return [dict(d, size=tuple(s)) for d, s in zip(preds_to_dets(dec, sizes, self.classes), sizes)]
 
 # %% ../nbs/09_inference.ipynb #52287759

@@ -27,16 +27,16 @@ class SigmoidL1Loss:
     "Stage 1's loss for fastai, `loss(preds, bboxes, labels)` summed over the batch: L1 on `actn_to_bb` boxes + a sigmoid `conf_loss`."
     sums_images = True   # a sum over the batch's images, not a mean: `ddp_loss_scale` (07b_distributed) reads this
     def __init__(self, anchors:Tensor, # `[A, 4]` cthw, relative units
-                 grid_size, # a float, or `[A, 1]` per-anchor cell sizes
+                 cell_size, # a float, or `[A, 1]` per-anchor cell sizes
                  thresh:float=.4, # matching threshold
                  conf_loss=bce_conf_loss, # `conf_loss(logits, gt_clas)`; default BCE
                  per_positive:bool=False): # divide the class loss by the batch's positives (times the batch size)
-        self.anchors, self.grid_size, self.thresh, self.conf_loss = anchors, grid_size, thresh, conf_loss
+        self.anchors, self.cell_size, self.thresh, self.conf_loss = anchors, cell_size, thresh, conf_loss
         self.per_positive = per_positive
     def _to(self, d):
         if self.anchors.device != d:
             self.anchors = self.anchors.to(d)
-            if isinstance(self.grid_size, Tensor): self.grid_size = self.grid_size.to(d)
+            if isinstance(self.cell_size, Tensor): self.cell_size = self.cell_size.to(d)
     def parts(self, preds, bboxes, labels)->tuple:
         "The `(loc, conf)` parts of the loss."
         clas, bbox = preds
@@ -45,7 +45,7 @@ class SigmoidL1Loss:
         gt_idx, pos = match_batch(gt, self.anchors, self.thresh)
         gt_clas = torch.where(pos, labels.gather(1, gt_idx), 0)
         gt_bb = gt.gather(1, gt_idx[..., None].expand(-1, -1, 4))
-        l1 = ((actn_to_bb(bbox.float(), self.anchors, self.grid_size) - gt_bb).abs().sum(-1) * pos).sum(1)
+        l1 = ((actn_to_bb(bbox.float(), self.anchors, self.cell_size) - gt_bb).abs().sum(-1) * pos).sum(1)
         loc = (l1 / (4 * pos.sum(1)).clamp(min=1)).sum()
         conf = _conf_sum(self.conf_loss, clas.float(), gt_clas)                  # the class loss of the batch
         if self.per_positive: conf = conf * len(clas) / pos.sum().clamp(min=1)   # 07a_train: the SSD300 setting

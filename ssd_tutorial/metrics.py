@@ -228,9 +228,9 @@ def preds_to_dets(decoded:list, # `decode_preds` output: per image `boxes` (rela
     return out
 
 # %% ../nbs/06_metrics.ipynb #3f1e3a53
-def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32,
+def predict_records(model, records:list, classes:list, anchors:Tensor, cell_size, size:int, bs:int=32,
                     score_thresh:float=.05, iou_thresh:float=.45, max_det:int=100, progress:bool=True,
-                    detect=decode_preds, # `detect(clas, bbox, anchors, grid_size, score_thresh, iou_thresh, max_det)` -> per-image dicts
+                    detect=decode_preds, # `detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)` -> per-image dicts
                     workers:int=0 # threads that read and squish the images (PIL lets them run in parallel); 0: in this thread
                    )->list:
     "Detections of `model` on the images of `records` (squished to `size`, as in training), read out by `detect`."
@@ -244,15 +244,15 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, grid_size
             recs = records[i:i + bs]
             xb = torch.from_numpy(np.stack(list(ex.map(squish, recs)) if ex else [squish(r) for r in recs])).permute(0, 3, 1, 2)
             xb = ((xb.float() / 255 - mean) / std).to(dev)
-            with torch.no_grad(): dec = detect(*model(xb), anchors.to(dev), grid_size, score_thresh, iou_thresh, max_det)
+            with torch.no_grad(): dec = detect(*model(xb), anchors.to(dev), cell_size, score_thresh, iou_thresh, max_det)
             out += preds_to_dets(dec, recs, classes)
     return out
 
 # %% ../nbs/06_metrics.ipynb #90c33bf1
-def evaluate(model, records:list, classes:list, anchors:Tensor, grid_size, size:int, bs:int=32, progress:bool=True,
+def evaluate(model, records:list, classes:list, anchors:Tensor, cell_size, size:int, bs:int=32, progress:bool=True,
              detect=decode_preds, workers:int=0)->dict:
     "VOC (07 11-point and all-point) and COCO metrics of `model` on `records`, with its detections (read out by `detect`)."
-    dets = predict_records(model, records, classes, anchors, grid_size, size, bs, progress=progress, detect=detect, workers=workers)
+    dets = predict_records(model, records, classes, anchors, cell_size, size, bs, progress=progress, detect=detect, workers=workers)
     return dict(voc07=voc_map(records, dets, classes=classes), voc=voc_map(records, dets, use_07=False, classes=classes),
                 coco=coco_map(records, dets, classes=classes), dets=dets, gts=records)
 

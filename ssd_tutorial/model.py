@@ -50,18 +50,20 @@ class GridHead(nn.Module):
     def forward(self, x): return self.out(self.sconv2(self.sconv0(self.drop(F.relu(x)))))
 
 # %% ../nbs/02a_grid_model.ipynb #1e6d08be
-def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
-    "A torchvision ResNet without its pooling and classifier; ImageNet weights if `pretrained` (and reachable)."
-    if arch not in ('resnet18', 'resnet34'): raise ValueError(f"backbone must be 'resnet18' or 'resnet34', got {arch!r}")
+def _tv_model(arch:str, pretrained:bool)->nn.Module:
+    "torchvision's `arch` with ImageNet weights if `pretrained` and reachable, else random weights (with a warning)."
     fn = getattr(torchvision.models, arch)
-    m = None
     if pretrained:
-        try: m = fn(weights='DEFAULT')
+        try: return fn(weights='DEFAULT')
         except Exception as e:
             warnings.warn(f'could not load ImageNet weights for {arch} ({type(e).__name__}: {str(e)[:100]}); '
                           'training from random initialisation instead')
-    if m is None: m = fn(weights=None)
-    return nn.Sequential(*list(m.children())[:-2])
+    return fn(weights=None)
+
+def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
+    "A torchvision ResNet without its pooling and classifier; ImageNet weights if `pretrained` (and reachable)."
+    if arch not in ('resnet18', 'resnet34'): raise ValueError(f"backbone must be 'resnet18' or 'resnet34', got {arch!r}")
+    return nn.Sequential(*list(_tv_model(arch, pretrained).children())[:-2])
 
 # %% ../nbs/02a_grid_model.ipynb #02f00004
 def head_stride(size:int, n:int=4)->int:
@@ -140,16 +142,6 @@ def _extra(nin:int, mid:int, nout:int, stride:int, pad:int, bn:bool=False)->nn.S
 
 # %% ../nbs/07_ssd300.ipynb #0a34fc91
 def _conv_out(f:int, stride:int, pad:int, k:int=3)->int: return (f + 2 * pad - k) // stride + 1
-
-def _tv_model(arch:str, pretrained:bool)->nn.Module:
-    "torchvision's `arch` with ImageNet weights if `pretrained` and reachable, else random weights (with a warning)."
-    fn = getattr(torchvision.models, arch)
-    if pretrained:
-        try: return fn(weights='DEFAULT')
-        except Exception as e:
-            warnings.warn(f'could not load ImageNet weights for {arch} ({type(e).__name__}: {str(e)[:100]}); '
-                          'training from random initialisation instead')
-    return fn(weights=None)
 
 # %% ../nbs/07_ssd300.ipynb #6e16c529
 class VGGAtrous(nn.Module):

@@ -29,10 +29,10 @@ __all__ = ['STAGES', 'LOSSES', 'MODEL_FACTORIES', 'AUG_FLAGS', 'Stage', 'stage_p
 
 # %% ../nbs/07a_train.ipynb #7a000007
 def _grid_priors(model, size:int)->tuple: return grid_anchors(4), .25
-def _multi_priors(model, size:int)->tuple: return multi_anchors(), multi_grid_sizes()
+def _multi_priors(model, size:int)->tuple: return multi_anchors(), multi_cell_sizes()
 def _ssd_priors(model, size:int)->tuple:
     fm = model.fmap_sizes(size)
-    return ssd_anchors(fmaps=fm, ratios=model.ratios), ssd_grid_sizes(fmaps=fm, ratios=model.ratios)
+    return ssd_anchors(fmaps=fm, ratios=model.ratios), ssd_cell_sizes(fmaps=fm, ratios=model.ratios)
 
 # %% ../nbs/07a_train.ipynb #c002484b
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ STAGES = {'grid4x4':   Stage(grid_model,  size=128, min_bs=1, per_positive=False
 def stage_priors(stage:str, # a key of `STAGES`
                  model, # that stage's model
                  size:int # input size in pixels
-                )->tuple: # `(anchors [A, 4] cthw, grid_size)`: a float or `[A, 1]`
+                )->tuple: # `(anchors [A, 4] cthw, cell_size)`: a float or `[A, 1]`
     "The default boxes of `stage`'s `model` at `size` px and their cell sizes: what its loss and its decoding need."
     return STAGES[stage].priors(model, size)
 
@@ -66,18 +66,18 @@ LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class 
 
 # %% ../nbs/07a_train.ipynb #8fe231f7
 def make_loss(loss:str, # a key of `LOSSES`
-              n_classes:int, anchors:Tensor, grid_size,
+              n_classes:int, anchors:Tensor, cell_size,
               per_positive:bool=False # `SigmoidL1Loss`'s: the sigmoid class loss divided by the positives of the batch
              ):
     "The loss function named `loss` for a model with `n_classes` classes on these default boxes."
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
     if loss == 'multibox': return MultiBoxLoss(anchors)
-    return SigmoidL1Loss(anchors, grid_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
+    return SigmoidL1Loss(anchors, cell_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
 
 # %% ../nbs/07a_train.ipynb #975e5b18
-def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, grid_size=None, score_thresh:float=.05, iou_thresh:float=.45,
+def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, cell_size=None, score_thresh:float=.05, iou_thresh:float=.45,
                    max_det:int=100)->list:
-    "`decode_ssd` (softmax, `decode_boxes`, top 400 per class, NMS) called as `decode_preds` is; `grid_size` is unused."
+    "`decode_ssd` (softmax, `decode_boxes`, top 400 per class, NMS) called as `decode_preds` is; `cell_size` is unused."
     return decode_ssd(clas, bbox, anchors, score_thresh, iou_thresh, max_det=max_det)
 
 def stage_detect(loss:str):
@@ -190,7 +190,7 @@ def train_detector(train:list, valid:list, # `Record`s
     model = st.model(len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     anchors, gs = stage_priors(stage, model, size)
     learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
-    learn.anchors, learn.grid_size, learn.detect = anchors, gs, stage_detect(loss)
+    learn.anchors, learn.cell_size, learn.detect = anchors, gs, stage_detect(loss)
     if distributed:
         with ddp_ctx(learn, sync_bn=sync_bn, seed=seed): learn.fit_one_cycle(epochs, lr)
     else: learn.fit_one_cycle(epochs, lr)
@@ -207,7 +207,7 @@ def show_models(runs:dict, # `{name: dict(learn=a Learner of train_detector, siz
     for i, r in enumerate(records[:n]): show_boxes(r.fname, r.boxes, r.labels, classes=classes, ax=axs[0, i], title='ground truth' if i == 0 else None)
     for row, (name, x) in enumerate(runs.items(), 1):
         l = x['learn']
-        dets = predict_records(l.model, records[:n], classes, l.anchors, l.grid_size, x['size'], progress=False, score_thresh=thresh, detect=l.detect)
+        dets = predict_records(l.model, records[:n], classes, l.anchors, l.cell_size, x['size'], progress=False, score_thresh=thresh, detect=l.detect)
         for i, (r, d) in enumerate(zip(records[:n], dets)):
             show_boxes(r.fname, d['boxes'], d['labels'], d['scores'].tolist(), classes=classes, ax=axs[row, i], title=name if i == 0 else None)
     fig.tight_layout()
