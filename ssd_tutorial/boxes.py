@@ -9,7 +9,7 @@ from torch import Tensor
 from matplotlib import patches, patheffects
 
 # %% auto #0
-__all__ = ['cthw2tlbr', 'tlbr2cthw', 'box_area', 'box_iou', 'class_colors', 'draw_box', 'show_boxes']
+__all__ = ['cthw2tlbr', 'tlbr2cthw', 'box_area', 'box_iou', 'class_colors', 'draw_box', 'show_boxes', 'show_rows']
 
 # %% ../nbs/00_boxes.ipynb #ee66dc4c
 def cthw2tlbr(b:Tensor # boxes `[...,4]` as (cx, cy, w, h)
@@ -84,3 +84,20 @@ def show_boxes(img, # an image: path, PIL image, `[3,H,W]` tensor or `[H,W,3]` a
         if scores is not None: name = f'{name} {float(scores[i]):.2f}' if name else f'{float(scores[i]):.2f}'
         draw_box(ax, b, color=cols[idx % len(cols)], label=name)
     return ax
+
+# %% ../nbs/02d_grid_train.ipynb #02f00006
+def show_rows(images:list, # what `show_boxes` shows: file paths, PIL images or `[3,H,W]` tensors
+              truth:list, # per image `(boxes, labels)` in pixels: the top row
+              rows:dict, # `{name: per-image dicts of boxes (pixels), labels, scores}`: a row each
+              classes=None, figsize_per:float=3.):
+    "Ground truth (top row) above a row of detections per entry of `rows`, image by image."
+    n = len(images)
+    fig, axs = plt.subplots(len(rows) + 1, n, figsize=(n * figsize_per, (len(rows) + 1) * figsize_per), squeeze=False)
+    for i, (im, (b, l)) in enumerate(zip(images, truth)):
+        show_boxes(im, b, l, classes=classes, ax=axs[0, i], title='ground truth' if i == 0 else None)
+    for row, (name, dets) in enumerate(rows.items(), 1):
+        for i, (im, d) in enumerate(zip(images, dets)):
+            labels = d['labels'].tolist() if isinstance(d['labels'], Tensor) else list(d['labels'])
+            show_boxes(im, d['boxes'], labels, d['scores'].tolist(), classes=classes, ax=axs[row, i], title=name if i == 0 else None)
+    fig.tight_layout()
+    return fig

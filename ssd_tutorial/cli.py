@@ -129,10 +129,7 @@ def _eval_results(args, dets:list, valid:list, classes:list)->tuple:
         ids, cats = {root / im['file_name']: im['id'] for im in d['images']}, {c['name']: c['id'] for c in d['categories']}
         iids, cids, what = [ids[r.fname] for r in valid], [cats.get(c) for c in classes], f"the image and category ids of {args.data}"
     else: iids, cids, what = list(range(1, len(valid) + 1)), list(range(1, len(classes) + 1)), "image ids 1..n in the order of the images scored, category ids 1..C in the checkpoint's class order"
-    names = {i: str(r.fname) for i, r in zip(iids, valid)}
-    res = [dict(e, file_name=names[e['image_id']], category_id=cids[e['category_id'] - 1], category_name=classes[e['category_id'] - 1])
-           for e in dets_to_coco(dets, classes, image_ids=iids)]
-    return res, what
+    return dets_to_coco(dets, classes, image_ids=iids, file_names=[r.fname for r in valid], category_ids=cids), what
 
 def cmd_evaluate(args):
     "Evaluate a checkpoint on every image of a COCO file, a VOC folder's test (else val) split, or shapes' validation images."
@@ -297,13 +294,6 @@ def _summary(fn:Path, d:dict)->str:
     n, top = len(d['labels']), ', '.join(f'{l} {s:.2f}' for l, s in zip(d['labels'][:5], d['scores'][:5].tolist()))
     return f"{fn.name} ({d['size'][0]}x{d['size'][1]}): " + (f"{n} detection{'s' * (n != 1)}: {top}{' ...' * (n > 5)}" if n else 'no detections')
 
-# %% ../nbs/90_cli.ipynb #b29b865f
-def _coco_results(i:int, fn:Path, d:dict, classes:list)->list:
-    "COCO results entries (`bbox` as x, y, w, h in pixels) of image number `i`, with its file and class names."
-    return [dict(image_id=i, file_name=str(fn), category_id=classes.index(l) + 1, category_name=l,
-                 bbox=[round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)], score=round(s, 4))
-            for b, s, l in zip(d['boxes'].tolist(), d['scores'].tolist(), d['labels'])]
-
 # %% ../nbs/90_cli.ipynb #c9f1a001
 _WRITTEN = '.ssd-tutorial-predict.json'   # in `--out`: the names of the files predict has written there
 
@@ -338,7 +328,7 @@ def cmd_predict(args):
     for i, (fn, im, d) in enumerate(progress_bar(det.iter_files(files), total=len(files), leave=False), 1):
         if im is None: errors.append(str(d)); lines.append(f'{fn.name}: cannot be read'); continue
         draw_detections(im, d, det.classes).save(out / names[i - 1], compress_level=1)   # `im` as read: a fast decode's smaller picture
-        results += _coco_results(i, fn, d, det.classes)
+        results += dets_to_coco([d], det.classes, image_ids=[i], file_names=[fn], rounded=True)
         lines.append(_summary(fn, d))
     print('\n'.join(lines))
     (out / 'detections.json').write_text(json.dumps(results))

@@ -23,7 +23,7 @@ def grid_detections(clas:Tensor, # logits `[bs, A, C+1]`
     scores, labels = torch.sigmoid(clas.float()[..., 1:]).max(-1)
     return [dict(boxes=b[s > thresh], scores=s[s > thresh], labels=l[s > thresh] + 1) for b, s, l in zip(boxes, scores, labels)]
 
-# %% ../nbs/02d_grid_train.ipynb #02f00006
+# %% ../nbs/02d_grid_train.ipynb #02f0a006
 def show_preds(model, # a model, or `{name: model}` for one row per model
                dls, anchors, cell_size, n:int=6, thresh:float=.3, figsize_per:float=3.,
                detect=grid_detections # `detect(clas, bbox, anchors, cell_size, thresh)` -> per-image dicts
@@ -32,19 +32,13 @@ def show_preds(model, # a model, or `{name: model}` for one row per model
     models = model if isinstance(model, dict) else {'predicted': model}
     xb, bb, lb = dls.valid.one_batch()
     bb, lb = bb.as_subclass(Tensor), lb.as_subclass(Tensor)
-    imgs = dls.valid.decode((xb,))[0]
-    vocab, sz, n = list(dls.vocab), xb.shape[-1], min(n, len(xb))
-    fig, axs = plt.subplots(len(models) + 1, n, figsize=(n * figsize_per, (len(models) + 1) * figsize_per), squeeze=False)
-    for i in range(n):
-        keep = lb[i] > 0
-        show_boxes(imgs[i], ((bb[i][keep] + 1) / 2 * sz).cpu(), lb[i][keep].tolist(), classes=vocab, ax=axs[0, i], title='ground truth' if i == 0 else None)
-    for row, (name, m) in enumerate(models.items(), 1):
+    imgs, sz, n = dls.valid.decode((xb,))[0], xb.shape[-1], min(n, len(xb))
+    truth = [(((bb[i][lb[i] > 0] + 1) / 2 * sz).cpu(), lb[i][lb[i] > 0].tolist()) for i in range(n)]
+    rows = {}
+    for name, m in models.items():
         m.eval()
-        with torch.no_grad(): dets = detect(*m(xb), anchors, cell_size, thresh)
-        for i, d in enumerate(dets[:n]):
-            show_boxes(imgs[i], (d['boxes'] * sz).cpu(), d['labels'].tolist(), d['scores'].tolist(), classes=vocab, ax=axs[row, i], title=name if i == 0 else None)
-    fig.tight_layout()
-    return fig
+        with torch.no_grad(): rows[name] = [dict(d, boxes=(d['boxes'] * sz).cpu()) for d in detect(*m(xb), anchors, cell_size, thresh)[:n]]
+    return show_rows([imgs[i] for i in range(n)], truth, rows, list(dls.vocab), figsize_per)
 
 # %% ../nbs/05_nms.ipynb #24bc069a
 def nms(boxes:Tensor, # `[n, 4]` tlbr

@@ -204,14 +204,26 @@ def gts_to_coco(gts:list, classes=None, sizes=None)->dict:
     return dict(images=images, annotations=anns, categories=[dict(id=i + 1, name=str(c)) for i, c in enumerate(classes)])
 
 # %% ../nbs/06_metrics.ipynb #d0e2899a
-def dets_to_coco(dets:list, classes=None, image_ids=None)->list:
+def dets_to_coco(dets:list, classes=None,
+                 image_ids=None, # an id per image; default `1..n`
+                 file_names=None, # a file name per image: each entry then also has `file_name` and `category_name`
+                 category_ids=None, # an id per class of `classes`; default `1..C`
+                 rounded:bool=False # `bbox` to 0.01 px and `score` to 4 decimals: a smaller file
+                )->list:
     "COCO results list (`image_id`, `category_id` = position in `classes` + 1, `bbox` [x,y,w,h], `score`) of `dets`."
     _, D, classes = _prep([{}] * len(dets), dets, classes)
     res = []
     for i, d in enumerate(D):
         iid = image_ids[i] if image_ids is not None else i + 1
         for b, s, l in zip(d['b'].tolist(), d['s'].tolist(), d['l'].tolist()):
-            if l: res.append(dict(image_id=int(iid), category_id=int(l), bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]], score=float(s)))
+            if not l: continue
+            box, s = [b[0], b[1], b[2] - b[0], b[3] - b[1]], float(s)
+            if rounded: box, s = [round(v, 2) for v in box], round(s, 4)
+            e = dict(image_id=iid if isinstance(iid, str) else int(iid))
+            if file_names is not None: e['file_name'] = str(file_names[i])
+            e['category_id'] = int(l) if category_ids is None else category_ids[l - 1]
+            if file_names is not None: e['category_name'] = str(classes[l - 1])
+            res.append(dict(e, bbox=box, score=s))
     return res
 
 # %% ../nbs/06_metrics.ipynb #f4bac038

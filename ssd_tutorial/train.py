@@ -203,12 +203,6 @@ def show_models(runs:dict, # `{name: dict(learn=a Learner of train_detector, siz
                 records:list, # `Record`s, e.g. validation images
                 n:int=5, thresh:float=.3, classes=SHAPES):
     "Ground truth (top row) above the detections scoring at least `thresh` of each run (a row each) on the first `n` records."
-    fig, axs = plt.subplots(len(runs) + 1, n, figsize=(n * 2.6, (len(runs) + 1) * 2.6), squeeze=False)
-    for i, r in enumerate(records[:n]): show_boxes(r.fname, r.boxes, r.labels, classes=classes, ax=axs[0, i], title='ground truth' if i == 0 else None)
-    for row, (name, x) in enumerate(runs.items(), 1):
-        l = x['learn']
-        dets = predict_records(l.model, records[:n], classes, l.anchors, l.cell_size, x['size'], progress=False, score_thresh=thresh, detect=l.detect)
-        for i, (r, d) in enumerate(zip(records[:n], dets)):
-            show_boxes(r.fname, d['boxes'], d['labels'], d['scores'].tolist(), classes=classes, ax=axs[row, i], title=name if i == 0 else None)
-    fig.tight_layout()
-    return fig
+    dets = {name: predict_records(x['learn'].model, records[:n], classes, x['learn'].anchors, x['learn'].cell_size, x['size'], progress=False,
+                                  score_thresh=thresh, detect=x['learn'].detect) for name, x in runs.items()}
+    return show_rows([r.fname for r in records[:n]], [(r.boxes, r.labels) for r in records[:n]], dets, classes, 2.6)
