@@ -17,10 +17,7 @@ from .augment import ssd_tfms   # the SSD paper's augmentation (08_augment), a c
 _all_ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']  # also `from .data import *`
 
 # %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes',
-           'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls',
-           'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'DataError', 'ImageError',
-           'image_size', 'load_image', 'check_image', 'check_images']
+__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
 
 # %% ../nbs/01_data.ipynb #ce41c2c6
 @dataclass
@@ -460,3 +457,32 @@ def objects_to_train(train:list, # training `Record`s
         raise DataError(f"{src}: no objects in its {len(train)} training image{'s' * (len(train) != 1)}{f' (only {crowd} crowd regions, which are not trained on)' if crowd else ''}: "
                         "nothing to learn; a detector learns from annotated boxes")
     return n
+
+# %% ../nbs/09_inference.ipynb #46216e14
+from concurrent.futures import ThreadPoolExecutor
+
+def thread_map(f, xs:list)->list:
+    "`[f(x) for x in xs]` on one thread per CPU core: PIL decodes and resizes without holding the GIL."
+    n = min(len(xs), os.cpu_count() or 1)
+    if n <= 1: return [f(x) for x in xs]
+    with ThreadPoolExecutor(n) as ex: return list(ex.map(f, xs))
+
+# %% ../nbs/09_inference.ipynb #ad26a3eb
+def squish(im:Image.Image, size:int)->np.ndarray:
+    "`im` resized to `size` x `size` as in training (bilinear), as a `uint8` `[size, size, 3]` array."
+    return np.asarray(im.resize((size, size), Image.BILINEAR))
+
+def stack_images(arrs:list)->Tensor: return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)   # `[h, w, 3]` arrays -> `[n, 3, h, w]`
+
+# %% ../nbs/09_inference.ipynb #3e30ab5c
+def to_batch(ims:list, # 8-bit RGB PIL images, any sizes
+             size:int # the model's input side
+            )->Tensor: # `uint8` `[n, 3, size, size]`
+    "Images squished to `size` x `size` as in training (bilinear), stacked channels first."
+    return stack_images(thread_map(lambda im: squish(im, size), ims))
+
+# %% ../nbs/09_inference.ipynb #af8f559d
+def normalize_batch(xb:Tensor)->Tensor:
+    "`uint8` batch -> float, scaled to [0, 1] and normalised with the ImageNet mean and std (on `xb`'s device)."
+    mean, std = (torch.tensor(v, device=xb.device).view(1, 3, 1, 1) for v in imagenet_stats)
+    return (xb.float() / 255 - mean) / std

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02d_grid_train.ipynb #02d10003
 from __future__ import annotations
-import torch, torchvision, torch.nn.functional as F, matplotlib.pyplot as plt
+import torch, torchvision, torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 from .boxes import *

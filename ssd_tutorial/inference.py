@@ -20,11 +20,10 @@ from .checkpoint import *
 from .decode import *
 from .metrics import *
 from .train import *
-from fastai.vision.all import imagenet_stats
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'EXPORT_FORMATS', 'as_rgb', 'to_batch', 'normalize_batch', 'Detector', 'show_detections',
-           'draw_detections', 'image_files', 'export_model', 'load_exported']
+__all__ = ['IMAGE_EXTS', 'EXPORT_FORMATS', 'as_rgb', 'Detector', 'show_detections', 'draw_detections', 'image_files',
+           'export_model', 'load_exported']
 
 # %% ../nbs/09_inference.ipynb #bc6b06de
 def _array_rgb(a:np.ndarray)->Image.Image:
@@ -53,33 +52,6 @@ def as_rgb(img)->Image.Image:
     if isinstance(img, Tensor): img = img.detach().cpu().numpy()
     if isinstance(img, np.ndarray): return _array_rgb(img)
     raise TypeError(f'cannot read an image from a {type(img).__name__}: give a file path, a PIL image or a numpy array')
-
-# %% ../nbs/09_inference.ipynb #46216e14
-def _pmap(f, xs:list)->list:
-    "`[f(x) for x in xs]` on one thread per CPU core: PIL decodes and resizes without holding the GIL."
-    n = min(len(xs), os.cpu_count() or 1)
-    if n <= 1: return [f(x) for x in xs]
-    with ThreadPoolExecutor(n) as ex: return list(ex.map(f, xs))
-
-# %% ../nbs/09_inference.ipynb #ad26a3eb
-def _squish(im:Image.Image, size:int)->np.ndarray:
-    "`im` resized to `size` x `size` as in training (bilinear), as a `uint8` `[size, size, 3]` array."
-    return np.asarray(im.resize((size, size), Image.BILINEAR))
-
-def _stack(arrs:list)->Tensor: return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)   # `[h, w, 3]` arrays -> `[n, 3, h, w]`
-
-# %% ../nbs/09_inference.ipynb #3e30ab5c
-def to_batch(ims:list, # 8-bit RGB PIL images, any sizes
-             size:int # the model's input side
-            )->Tensor: # `uint8` `[n, 3, size, size]`
-    "Images squished to `size` x `size` as in training (bilinear), stacked channels first."
-    return _stack(_pmap(lambda im: _squish(im, size), ims))
-
-# %% ../nbs/09_inference.ipynb #af8f559d
-def normalize_batch(xb:Tensor)->Tensor:
-    "`uint8` batch -> float, scaled to [0, 1] and normalised with the ImageNet mean and std (on `xb`'s device)."
-    mean, std = (torch.tensor(v, device=xb.device).view(1, 3, 1, 1) for v in imagenet_stats)
-    return (xb.float() / 255 - mean) / std
 
 # %% ../nbs/09_inference.ipynb #f47eb19c
 class Detector:
@@ -150,7 +122,7 @@ def _prep(self:Detector, img)->tuple:
     "`(image, squished uint8 array)` of one input (as `read` and `to_batch` make them), or `(ImageError, None)` for a file that cannot be read."
     try: im = self.read(img)
     except ImageError as e: return e, None
-    return im, _squish(im, self.size)
+    return im, squish(im, self.size)
 
 # %% ../nbs/09_inference.ipynb #13ca5e15
 @patch
@@ -160,9 +132,9 @@ def batches(self:Detector, images:list,
     "`(images, xb)` for each `bs` inputs: `xb` is the `to_batch` of those read; a file that cannot be read is its `ImageError` in `images`."
     if ahead is None: ahead = self.device.type != 'cpu'   # on the CPU, reading would take cores from the network (see the end)
     def load(b):
-        res = _pmap(self._prep, b)   # each image read and squished in one pass, one thread per core
+        res = thread_map(self._prep, b)   # each image read and squished in one pass, one thread per core
         arrs = [a for _, a in res if a is not None]
-        return [im for im, _ in res], _stack(arrs) if arrs else None
+        return [im for im, _ in res], stack_images(arrs) if arrs else None
     chunks = [images[i:i + self.bs] for i in range(0, len(images), self.bs)]
     if not ahead: yield from map(load, chunks); return
     with ThreadPoolExecutor(1) as ex:

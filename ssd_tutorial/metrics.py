@@ -8,11 +8,9 @@ import contextlib, json, numpy as np, torch, matplotlib.pyplot as plt
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from torch import Tensor
-from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from .boxes import *
 from .data import *
-from fastai.vision.all import imagenet_stats   # after `data`, which imports fastai with its import-time warning filtered
 from .decode import *
 
 # %% auto #0
@@ -247,15 +245,13 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, cell_size
                    )->list:
     "Detections of `model` on the images of `records` (squished to `size`, as in training), read out by `detect`."
     dev = next(model.parameters()).device
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in imagenet_stats)
     model.eval(); out = []
     rng = range(0, len(records), bs)
-    squish = lambda r: np.array(load_image(r.fname).resize((size, size), Image.BILINEAR))
+    read = lambda r: squish(load_image(r.fname), size)   # `data`'s steps, as `Detector` (09_inference) takes them
     with ThreadPoolExecutor(workers) if workers > 0 else contextlib.nullcontext() as ex:
         for i in (progress_bar(rng, leave=False) if progress else rng):
             recs = records[i:i + bs]
-            xb = torch.from_numpy(np.stack(list(ex.map(squish, recs)) if ex else [squish(r) for r in recs])).permute(0, 3, 1, 2)
-            xb = ((xb.float() / 255 - mean) / std).to(dev)
+            xb = normalize_batch(stack_images(list(ex.map(read, recs)) if ex else [read(r) for r in recs]).to(dev))
             with torch.no_grad(): dec = detect(*model(xb), anchors.to(dev), cell_size, score_thresh, iou_thresh, max_det)
             out += preds_to_dets(dec, recs, classes)
     return out

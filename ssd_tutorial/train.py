@@ -4,12 +4,12 @@
 
 # %% ../nbs/07a_train.ipynb #7a000004
 from __future__ import annotations
-import math, os, warnings, torch, matplotlib.pyplot as plt
+import math, os, warnings, torch
 from dataclasses import dataclass
 from typing import Callable
 from torch import Tensor
 from .data import *
-from .boxes import show_boxes
+from .boxes import *
 from .anchors import *
 from .model import *
 from .loss import *
