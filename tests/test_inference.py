@@ -9,6 +9,7 @@ from ssd_tutorial.anchors import grid_anchors
 from ssd_tutorial.checkpoint import save_checkpoint
 from ssd_tutorial.train import load_checkpoint
 from ssd_tutorial.decode import decode_preds
+from ssd_tutorial.data import to_batch, normalize_batch
 from ssd_tutorial.metrics import predict_records
 from ssd_tutorial.train import stage_priors
 from ssd_tutorial.inference import *
