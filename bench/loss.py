@@ -1,8 +1,8 @@
-"""Batched `SigmoidL1Loss` against the per-image loop of the 02_grid4x4 notebook, in the same run.
+"""Batched `SigmoidL1Loss` against the per-image loop of the 02b_grid_loss notebook, in the same run.
 
 bs 64, 1-10 objects per image, 16, 189 and 8732 anchors; CPU, and CUDA when present. Prints the time per call of
 each and the speed-up (loop time / batched time), forward and backward together; and the batched loss with its class
-loss in one call instead of cache-sized groups of images (`_conf_sum`, "Making it fast" in 02_grid4x4), with that
+loss in one call instead of cache-sized groups of images (`_conf_sum`, "Making it fast" in 02d_grid_train), with that
 speed-up. `--out FILE` also keeps the table in FILE (bench/loss.md).
 Usage: python bench/loss.py [--reps N] [--out bench/loss.md]"""
 import argparse, torch, torch.nn.functional as F
@@ -16,7 +16,7 @@ import ssd_tutorial.loss as g4
 from _timing import timeit, report
 
 def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, cell_size, thresh=.4):
-    "The per-image loss exactly as taught in nbs/02_grid4x4.ipynb."
+    "The per-image loss exactly as taught in nbs/02b_grid_loss.ipynb."
     keep = (bbox[:, 2] - bbox[:, 0]) > 0
     bbox, clas = (bbox[keep] + 1) / 2, clas[keep]
     n_cls = b_c.shape[1] - 1
