@@ -5,11 +5,12 @@
 # %% ../nbs/02c_checkpoint.ipynb #02c10003
 from __future__ import annotations
 import json, os
+from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['atomic_write', 'save_checkpoint', 'read_config', 'checkpoint_files', 'read_checkpoint']
+__all__ = ['atomic_write', 'CheckpointConfig', 'save_checkpoint', 'read_config', 'checkpoint_files', 'read_checkpoint']
 
 # %% ../nbs/02c_checkpoint.ipynb #622e45af
 def atomic_write(path:Path, write):
@@ -21,13 +22,27 @@ def atomic_write(path:Path, write):
     finally: tmp.unlink(missing_ok=True)
 
 # %% ../nbs/02c_checkpoint.ipynb #bd17ab13
-def save_checkpoint(model:nn.Module, path, **config)->Path:
-    "Save `model`'s weights to `path` (`.pth`) and `config` beside it (`.json`), each atomically; returns the `.pth` path."
+@dataclass
+class CheckpointConfig:
+    "What a checkpoint holds a model of: enough to rebuild it (`stage`, `classes`, `size`, `backbone`, `model_kw`) and to read its outputs (`loss`)."
+    stage: str          # a stage name: 'grid4x4', 'multigrid' or 'ssd'
+    classes: list       # class names, background not counted
+    size: int           # input side in pixels
+    backbone: str       # 'resnet18', 'resnet34', 'vgg16' or 'vgg16_bn'
+    loss: str = 'bce'   # the loss it was trained with, which decides its read-out
+    model_kw: dict = field(default_factory=dict)   # more arguments of the stage's model (the multi-grid's `drop`)
+
+def save_checkpoint(model:nn.Module, path,
+                    config:CheckpointConfig|None=None, # what the model is (`train_detector` gives its learner one)
+                    **extra # more fields for the `.json` (without `config`: all of them)
+                   )->Path:
+    "Save `model`'s weights to `path` (`.pth`) and its config beside it (`.json`), each atomically; returns the `.pth` path."
     path = Path(path).with_suffix('.pth')
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    cfg = {**(asdict(config) if config is not None else {}), **extra}
     atomic_write(path, lambda f: torch.save(sd, f))
-    atomic_write(path.with_suffix('.json'), lambda f: f.write_text(json.dumps(config, indent=1)))
+    atomic_write(path.with_suffix('.json'), lambda f: f.write_text(json.dumps(cfg, indent=1)))
     return path
 
 # %% ../nbs/02c_checkpoint.ipynb #02f00007

@@ -57,7 +57,7 @@ def _save(learn, args, classes:list, out:Path)->Path:
         for s in ('.pth', '.json'):
             if ck.with_suffix(s).exists(): os.replace(ck.with_suffix(s), ck.with_suffix('.prev' + s))
         note = f' (the one that was there is now {ck.with_suffix(".prev.pth").name})'
-    save_checkpoint(learn.model, ck, stage=args.stage, classes=list(classes), size=args.size, backbone=args.backbone, loss=args.loss, model_kw=_model_kw(args))
+    save_checkpoint(learn.model, ck, learn.config)   # the stage, classes, size, backbone, loss and model settings it trained with
     print(f'checkpoint: {ck} (+ {ck.with_suffix(".json").name}){note}')
     return ck
 

@@ -191,6 +191,7 @@ def train_detector(train:list, valid:list, # `Record`s
     anchors, gs = stage_priors(stage, model, size)
     learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.anchors, learn.cell_size, learn.detect = anchors, gs, stage_detect(loss)
+    learn.config = CheckpointConfig(stage, list(classes), size, backbone, loss, dict(model_kw or {}))   # what `save_checkpoint` writes
     learn.grid_size = gs   # `cell_size`'s name before: kept for one release
     if distributed:
         with ddp_ctx(learn, sync_bn=sync_bn, seed=seed): learn.fit_one_cycle(epochs, lr)
