@@ -54,14 +54,14 @@ _CONFIG_FIELDS = {'stage': (lambda v: isinstance(v, str), 'a stage name'),
                   'loss': (lambda v: isinstance(v, str), 'a loss name'), 'model_kw': (lambda v: isinstance(v, dict), 'an object {...}')}
 
 def read_config(cfg_path:Path)->dict:
-    "The checked config of a checkpoint; a `ValueError` naming the file and the field at fault."
+    "The checked config of a checkpoint, with `CheckpointConfig`'s defaults for what it leaves out; a `ValueError` naming the file and the field at fault."
     try: cfg = json.loads(cfg_path.read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
     missing = [k for k in ('stage', 'classes', 'size', 'backbone') if not isinstance(cfg, dict) or k not in cfg]
     if missing: raise ValueError(f'{cfg_path}: not a checkpoint config (missing {missing})')
     for k, (ok, want) in _CONFIG_FIELDS.items():
         if k in cfg and not ok(cfg[k]): raise ValueError(f'{cfg_path}: {k!r} must be {want}, got {json.dumps(cfg[k])[:80]}')
-    return cfg
+    return {**asdict(CheckpointConfig(*(cfg[k] for k in ('stage', 'classes', 'size', 'backbone')))), **cfg}   # loss, model_kw: the defaults
 
 # %% ../nbs/02c_checkpoint.ipynb #02f00008
 def checkpoint_files(path)->tuple:
@@ -83,7 +83,7 @@ def read_checkpoint(path, # the weights file of a checkpoint (`name` alone finds
     path, cfg_path = checkpoint_files(path)
     cfg = read_config(cfg_path)
     if cfg['stage'] not in factories: raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(factories)}")
-    try: model = factories[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'], **cfg.get('model_kw', {}))
+    try: model = factories[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'], **cfg['model_kw'])
     except (ValueError, TypeError, KeyError) as e: raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
     try: sd = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:

@@ -142,7 +142,7 @@ def cmd_evaluate(args):
     kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size or cfg['size'], difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir)
     valid, what = load_eval_set(args.data, classes, args.split, **kw)
     if args.check: check_images(valid)
-    loss = cfg.get('loss', 'bce')
+    loss = cfg['loss']
     anchors, gs = stage_priors(cfg['stage'], model, cfg['size'])
     print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg['size']}px, {loss} loss) on {len(valid)} images: {what}")
     workers = default_workers(dev) if args.workers is None else args.workers
@@ -373,7 +373,7 @@ def cmd_export(args):
                 preprocessing=f'RGB image squished to {sz}x{sz} (bilinear), divided by 255, minus mean, over std', mean=imagenet_stats[0], std=imagenet_stats[1]),
                 outputs=[dict(name='clas', shape=['batch', A, len(cfg['classes']) + 1], what='class logits, background first'),
                          dict(name='bbox', shape=['batch', A, 4], what='box activations')],
-                postprocessing=f"not in the model: ssd_tutorial.inference.Detector.postprocess ({cfg['stage']}, {cfg.get('loss', 'bce')} read-out)")
+                postprocessing=f"not in the model: ssd_tutorial.inference.Detector.postprocess ({cfg['stage']}, {cfg['loss']} read-out)")
     (meta_path := path.with_name(path.name + '.json')).write_text(json.dumps(meta, indent=1))
     print(f"{args.format}: {path} [{time.time() - t0:.0f}s]\ninput 'images': float32 [batch, 3, {sz}, {sz}], {meta['input']['preprocessing']} "
           f"(ImageNet mean {imagenet_stats[0]}, std {imagenet_stats[1]})\noutputs 'clas' [batch, {A}, {len(cfg['classes']) + 1}] (class logits, background first), "

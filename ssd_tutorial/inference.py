@@ -80,7 +80,7 @@ class Detector:
         device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
         model, cfg = load_checkpoint(path, device)
         anchors, gs = stage_priors(cfg['stage'], model, cfg['size'])
-        det = cls(model, cfg['classes'], cfg['size'], anchors, gs, stage_detect(cfg.get('loss', 'bce')), device, **kw)
+        det = cls(model, cfg['classes'], cfg['size'], anchors, gs, stage_detect(cfg['loss']), device, **kw)
         det.config = cfg
         return det
 
