@@ -341,22 +341,31 @@ def get_dls(train:list, # training `Record`s
     return dblock.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/01_data.ipynb #f1378b8d
-def to_coco(records:list, # `Record`s
-            classes=None, # class names, in category-id order (ids start at 1); default: sorted names found
-            fn:Path|None=None # if given, write the JSON there
+def to_coco(records:list, # `Record`s, or dicts of `boxes` (tlbr, pixels), `labels` and optional `crowd`, `difficult`, `size`, `fname`
+            classes=None, # class names (or integer labels) in category-id order, ids from 1; an int `n`: labels 1..n; default: the sorted labels found
+            fn:Path|None=None, # if given, write the JSON there
+            sizes=None # `(w, h)` of each image, where the records do not say
            )->dict:
     "COCO-format dict (written to `fn` if given) of `records`; image ids are `1..n` in record order."
-    classes = list(classes) if classes is not None else sorted({l for r in records for l in r.labels})
+    get = lambda r, k: r.get(k) if isinstance(r, dict) else getattr(r, k, None)
+    labels = [[l.item() if hasattr(l, 'item') else l for l in (get(r, 'labels') if get(r, 'labels') is not None else [])] for r in records]
+    if isinstance(classes, int): classes = list(range(1, classes + 1))
+    classes = list(classes) if classes is not None else sorted({l for ls in labels for l in ls})
     cat = {c: i + 1 for i, c in enumerate(classes)}
     images, anns = [], []
-    for i, r in enumerate(records):
-        w, h = r.size if r.size else image_size(r.fname)
-        images.append(dict(id=i + 1, file_name=r.fname.name, width=int(w), height=int(h)))
-        for b, l, d, c in zip(r.boxes.tolist(), r.labels, r.difficult.tolist(), r.crowd.tolist()):
+    for i, (r, ls) in enumerate(zip(records, labels)):
+        fname = get(r, 'fname')
+        w, h = sizes[i] if sizes is not None else (get(r, 'size') or (image_size(fname) if fname else (1, 1)))
+        images.append(dict(id=i + 1, file_name=Path(fname).name if fname else f'{i + 1}.png', width=int(w), height=int(h)))
+        boxes = torch.as_tensor(get(r, 'boxes') if get(r, 'boxes') is not None else [], dtype=torch.float64).reshape(-1, 4).tolist()
+        flags = lambda k: torch.as_tensor(get(r, k) if get(r, k) is not None else [False] * len(boxes)).reshape(-1).tolist()
+        if bad := sorted({str(l) for l in ls if l not in cat}):
+            raise ValueError(f'image {i + 1} ({fname or "no file"}) has label(s) {bad} that are not in classes {classes}')
+        for b, l, d, c in zip(boxes, ls, flags('difficult'), flags('crowd')):
             x, y, bw, bh = b[0], b[1], b[2] - b[0], b[3] - b[1]
             anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=cat[l], bbox=[x, y, bw, bh],
                              area=bw * bh, iscrowd=int(c), ignore=int(d)))
-    res = dict(images=images, annotations=anns, categories=[dict(id=i, name=c) for c, i in cat.items()])
+    res = dict(images=images, annotations=anns, categories=[dict(id=i, name=str(c)) for c, i in cat.items()])
     if fn: Path(fn).write_text(json.dumps(res))
     return res
 

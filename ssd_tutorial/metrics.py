@@ -14,7 +14,7 @@ from .data import *
 from .decode import *
 
 # %% auto #0
-__all__ = ['COCO_AREAS', 'voc_match', 'voc_ap', 'pr_curve', 'voc_map', 'coco_map', 'gts_to_coco', 'dets_to_coco', 'preds_to_dets',
+__all__ = ['COCO_AREAS', 'gts_to_coco', 'voc_match', 'voc_ap', 'pr_curve', 'voc_map', 'coco_map', 'dets_to_coco', 'preds_to_dets',
            'predict_records', 'evaluate', 'metrics_table', 'plot_pr', 'stage_table']
 
 # %% ../nbs/06_metrics.ipynb #4603e65d
@@ -189,17 +189,7 @@ def coco_map(gts:list, # `Record`s or dicts (boxes tlbr, labels, optional `crowd
     return dict(res, per_class={c: float(q.mean()) for c, q in prec['all'].items()})
 
 # %% ../nbs/06_metrics.ipynb #3e7564c9
-def gts_to_coco(gts:list, classes=None, sizes=None)->dict:
-    "A COCO annotation dict of `gts` (boxes in pixels); image ids `1..n`, category ids `1..C` in `classes` order."
-    G, _, classes = _prep(gts, [{}] * len(gts), classes)
-    images, anns = [], []
-    for i, (g, x) in enumerate(zip(G, gts)):
-        w, h = sizes[i] if sizes is not None else (_get(x, 'size') or (1, 1))
-        images.append(dict(id=i + 1, file_name=str(_get(x, 'fname', f'{i + 1}.png')), width=int(w), height=int(h)))
-        for b, l, cr in zip(g['b'].tolist(), g['l'].tolist(), g['c'].tolist()):
-            anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=int(l), bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                             area=(b[2] - b[0]) * (b[3] - b[1]), iscrowd=int(cr)))
-    return dict(images=images, annotations=anns, categories=[dict(id=i + 1, name=str(c)) for i, c in enumerate(classes)])
+gts_to_coco = to_coco   # the ground truth as a COCO annotation dict: `to_coco` of 01_data, which takes these dicts too
 
 # %% ../nbs/06_metrics.ipynb #d0e2899a
 def dets_to_coco(dets:list, classes=None,
