@@ -12,7 +12,7 @@ from ssd_tutorial.model import *
 from ssd_tutorial.loss import *
 from ssd_tutorial.checkpoint import *
 from ssd_tutorial.decode import *
-import ssd_tutorial.loss as g4
+import ssd_tutorial.loss as loss_mod
 from _timing import timeit, report
 
 def ssd_1_loss(b_c, b_bb, bbox, clas, anchors, cell_size, thresh=.4):
@@ -73,11 +73,11 @@ def run(args):
             assert torch.allclose(a, b, rtol=1e-4), (a, b)
             t_loop = timeit(lambda: loop_loss((clas, bbox), bb, lb, anc, gs).backward(), args.reps, sync)
             t_bat = timeit(lambda: lf((clas, bbox), bb, lb).backward(), args.reps, sync)
-            fast, g4._conf_sum = g4._conf_sum, lambda f, c, g: f(c, g)     # the class loss in one call
+            fast, loss_mod._conf_sum = loss_mod._conf_sum, lambda f, c, g: f(c, g)     # the class loss in one call
             try:
                 assert torch.allclose(lf((clas, bbox), bb, lb), b, rtol=1e-4)
                 t_one = timeit(lambda: lf((clas, bbox), bb, lb).backward(), args.reps, sync)
-            finally: g4._conf_sum = fast
+            finally: loss_mod._conf_sum = fast
             print(f'{dev:6} {n:7d} {t_loop * 1e3:9.2f} {t_bat * 1e3:11.2f} {t_loop / t_bat:8.1f}x {t_one * 1e3:12.2f} {t_one / t_bat:15.1f}x')
 
 if __name__ == '__main__': main()

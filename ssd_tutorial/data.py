@@ -347,8 +347,10 @@ def to_coco(records:list, # `Record`s, or dicts of `boxes` (tlbr, pixels), `labe
             sizes=None # `(w, h)` of each image, where the records do not say
            )->dict:
     "COCO-format dict (written to `fn` if given) of `records`; image ids are `1..n` in record order."
-    get = lambda r, k: r.get(k) if isinstance(r, dict) else getattr(r, k, None)
-    labels = [[l.item() if hasattr(l, 'item') else l for l in (get(r, 'labels') if get(r, 'labels') is not None else [])] for r in records]
+    def get(r, k, default=None):
+        v = r.get(k) if isinstance(r, dict) else getattr(r, k, None)
+        return default if v is None else v
+    labels = [[l.item() if hasattr(l, 'item') else l for l in get(r, 'labels', [])] for r in records]
     if isinstance(classes, int): classes = list(range(1, classes + 1))
     classes = list(classes) if classes is not None else sorted({l for ls in labels for l in ls})
     cat = {c: i + 1 for i, c in enumerate(classes)}
@@ -357,8 +359,8 @@ def to_coco(records:list, # `Record`s, or dicts of `boxes` (tlbr, pixels), `labe
         fname = get(r, 'fname')
         w, h = sizes[i] if sizes is not None else (get(r, 'size') or (image_size(fname) if fname else (1, 1)))
         images.append(dict(id=i + 1, file_name=Path(fname).name if fname else f'{i + 1}.png', width=int(w), height=int(h)))
-        boxes = torch.as_tensor(get(r, 'boxes') if get(r, 'boxes') is not None else [], dtype=torch.float64).reshape(-1, 4).tolist()
-        flags = lambda k: torch.as_tensor(get(r, k) if get(r, k) is not None else [False] * len(boxes)).reshape(-1).tolist()
+        boxes = torch.as_tensor(get(r, 'boxes', []), dtype=torch.float64).reshape(-1, 4).tolist()
+        flags = lambda k: torch.as_tensor(get(r, k, [False] * len(boxes))).reshape(-1).tolist()
         if bad := sorted({str(l) for l in ls if l not in cat}):
             raise ValueError(f'image {i + 1} ({fname or "no file"}) has label(s) {bad} that are not in classes {classes}')
         for b, l, d, c in zip(boxes, ls, flags('difficult'), flags('crowd')):

@@ -125,7 +125,7 @@ class MultiBoxLoss:
         "The `(L_conf / N, L_loc / N)` parts of the loss."
         clas, bbox = (p.as_subclass(Tensor).float() for p in preds)
         if self.anchors.device != bbox.device: self.anchors, self.bt = self.anchors.to(bbox.device), self.bt.to(bbox.device)
-        gt, gt_idx, pos, gt_clas = self.match(bboxes.as_subclass(Tensor).float(), labels.as_subclass(Tensor).long())
+        gt, gt_idx, pos, gt_clas = self.match(bboxes, labels)                            # `fastai_targets` converts them
         img, anc = pos.nonzero(as_tuple=True)                                             # every positive of the batch
         target = encode_boxes(gt[img, gt_idx[img, anc]], self.anchors[anc], self.variances)
         loc = F.smooth_l1_loss(bbox[img, anc], target, reduction='sum')
