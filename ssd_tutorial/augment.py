@@ -8,6 +8,7 @@ import warnings
 import numpy as np, torch
 from PIL import Image
 from torch import Tensor
+from .boxes import box_iou
 with warnings.catch_warnings():   # fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
     warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
     from fastai.vision.all import ItemTransform, TensorBBox, TensorMultiCategory
@@ -198,11 +199,6 @@ def crop_objects(img, # PIL image or `[H,W,3]` uint8 array
 # %% ../nbs/08_augment.ipynb #18101f0c
 SSD_CROP_OPTIONS = (0., .1, .3, .5, .7, .9, 1.)  # minimum IoU; 0: a free patch, 1 (or more): the whole image
 
-def _patch_iou(b:np.ndarray, l, t, r, bt)->np.ndarray:
-    "IoU of boxes `b` `[n,4]` (tlbr) with the patch `(l, t, r, bt)`."
-    inter = (np.minimum(b[:, 2], r) - np.maximum(b[:, 0], l)).clip(0) * (np.minimum(b[:, 3], bt) - np.maximum(b[:, 1], t)).clip(0)
-    return inter / ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (r - l) * (bt - t) - inter)
-
 # %% ../nbs/08_augment.ipynb #0cbc0401
 def iou_crop_params(w:int, h:int, # image size
                     boxes:Tensor, # `[n,4]` tlbr pixels
@@ -226,7 +222,8 @@ def iou_crop_params(w:int, h:int, # image size
             u = torch.rand(2, generator=g).numpy()
             left, top = int((w - cw) * u[0]), int((h - ch) * u[1])
             inside = centres_inside(b, left, top, cw, ch)
-            if not inside.any() or _patch_iou(b[inside], left, top, left + cw, top + ch).max() < min_iou: continue
+            patch = torch.tensor([[left, top, left + cw, top + ch]], dtype=torch.float32)
+            if not inside.any() or box_iou(torch.from_numpy(b[inside]), patch).max() < min_iou: continue
             return dict(min_iou=min_iou, left=left, top=top, width=cw, height=ch)
     return None
 

@@ -9,7 +9,7 @@ from torch import Tensor
 from matplotlib import patches, patheffects
 
 # %% auto #0
-__all__ = ['cthw2tlbr', 'tlbr2cthw', 'box_area', 'box_iou', 'class_colors', 'draw_box', 'show_boxes', 'show_rows']
+__all__ = ['cthw2tlbr', 'tlbr2cthw', 'box_area', 'box_inter', 'box_iou', 'class_colors', 'draw_box', 'show_boxes', 'show_rows']
 
 # %% ../nbs/00_boxes.ipynb #ee66dc4c
 def cthw2tlbr(b:Tensor # boxes `[...,4]` as (cx, cy, w, h)
@@ -29,13 +29,19 @@ def box_area(b:Tensor # boxes `[...,4]` in tlbr
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
 
 # %% ../nbs/00_boxes.ipynb #e2a7582a
+def box_inter(a:Tensor, # boxes `[n,4]` in tlbr
+              b:Tensor  # boxes `[m,4]` in tlbr
+             )->Tensor:  # intersection areas `[n,m]`
+    "Area of the overlap of every box in `a` with every box in `b`."
+    tl = torch.max(a[:, None, :2], b[None, :, :2])  # (n, m, 2): top-left corner of the overlap
+    br = torch.min(a[:, None, 2:], b[None, :, 2:])  # (n, m, 2): its bottom-right corner
+    return (br - tl).clamp(min=0).prod(-1)          # no overlap: a corner pair the wrong way round, area 0
+
 def box_iou(a:Tensor, # boxes `[n,4]` in tlbr
             b:Tensor  # boxes `[m,4]` in tlbr
            )->Tensor:  # IoU matrix `[n,m]`
-    "Jaccard overlap of every box in `a` with every box in `b`."
-    tl = torch.max(a[:, None, :2], b[None, :, :2])  # (n, m, 2)
-    br = torch.min(a[:, None, 2:], b[None, :, 2:])  # (n, m, 2)
-    inter = (br - tl).clamp(min=0).prod(-1)         # (n, m): the intersection's area
+    "Jaccard overlap of every box in `a` with every box in `b`: intersection over union."
+    inter = box_inter(a, b)
     union = box_area(a)[:, None] + box_area(b)[None] - inter
     return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
 

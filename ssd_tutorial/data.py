@@ -113,8 +113,7 @@ def _place(rng, sz:int, s:dict, placed:list, tries:int=30):
         vis = b.clamp(0, sz)
         if not placed: return b[0]
         old = torch.stack(placed).clamp(0, sz)
-        tl, br = torch.max(vis[:, None, :2], old[None, :, :2]), torch.min(vis[:, None, 2:], old[None, :, 2:])
-        inter = box_area(torch.cat([tl, br], -1))[0]
+        inter = box_inter(vis, old)[0]
         if (box_iou(vis, old)[0] <= .3).all() and (inter <= .4 * box_area(old)).all(): return b[0]
     return None
 

@@ -107,11 +107,21 @@ def decode_loop(clas, bbox, anchors, cell_size, score_thresh=.05, iou_thresh=.45
     return res
 
 # %% ../nbs/05_nms.ipynb #05f00011
-def group_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
-    "NMS within each group: one shifted `nms` call for up to 4000 boxes, else on a GPU `_padded_nms`, on a CPU `batched_nms`."
-    if len(boxes) > 4000: return _padded_nms(boxes, scores, groups, iou_thresh) if boxes.is_cuda else batched_nms(boxes.double(), scores.double(), groups, iou_thresh)
-    shifted = boxes.double() + groups[:, None].double() * 2                         # boxes in [0,1]: 2 apart never overlap
-    return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
+def group_nms(boxes:Tensor, # `[n, 4]` tlbr, in [0, 1]
+              scores:Tensor, # `[n]`
+              groups:Tensor, # `[n]` integer group of each box (its image and class)
+              iou_thresh:float
+             )->Tensor: # indices of the kept boxes, by decreasing score
+    "NMS within each group: one shifted `nms` call up to 4000 boxes; more, `_padded_nms` on a GPU, one `nms` per group on a CPU."
+    if len(boxes) <= 4000:
+        shifted = boxes.double() + groups[:, None].double() * 2                     # boxes in [0,1]: 2 apart never overlap
+        return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
+    if boxes.is_cuda: return _padded_nms(boxes, scores, groups, iou_thresh)
+    order = groups.argsort(stable=True)                                             # each group's boxes side by side
+    n = torch.unique_consecutive(groups[order], return_counts=True)[1].tolist()
+    keep = torch.cat([o[torchvision.ops.nms(boxes[o], scores[o], iou_thresh)] for o in order.split(n)])
+    return keep[scores[keep].argsort(descending=True, stable=True)]
+
 
 # %% ../nbs/05_nms.ipynb #05f0a002
 def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float,
@@ -143,15 +153,6 @@ def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float,
     keep = idx[~removed]
     return keep[scores[keep].argsort(descending=True, stable=True)]
 
-# %% ../nbs/07_ssd300.ipynb #4282349c
-def _nms_by_group(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
-    "NMS within each group of `groups` (sorted); kept indices by decreasing score."
-    if len(boxes) <= 4000 or boxes.is_cuda: return group_nms(boxes, scores, groups, iou_thresh)   # a GPU: all groups at once
-    n = torch.unique_consecutive(groups, return_counts=True)[1].tolist()
-    starts = [0] + torch.tensor(n).cumsum(0).tolist()[:-1]
-    keep = torch.cat([torchvision.ops.nms(b, s, iou_thresh) + i for b, s, i in zip(boxes.split(n), scores.split(n), starts)])
-    return keep[scores[keep].argsort(descending=True, stable=True)]
-
 # %% ../nbs/07_ssd300.ipynb #dd8417ae
 def decode_ssd(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
                bbox:Tensor, # offsets `[bs, A, 4]`
@@ -172,5 +173,5 @@ def decode_ssd(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
     s, anc = scores.topk(min(topk_candidates, A), 2)                                   # (bs, C, k) per class
     img, cls, j = (s > score_thresh).nonzero(as_tuple=True)                            # candidates
     s, b = s[img, cls, j], boxes[img, anc[img, cls, j]]
-    keep = _nms_by_group(b, s, img * (C1 - 1) + cls, iou_thresh)                       # by decreasing score
+    keep = group_nms(b, s, img * (C1 - 1) + cls, iou_thresh)                           # by decreasing score
     return split_detections(keep, img, b, s, cls + 1, bs, max_det)

@@ -91,11 +91,8 @@ class Detector:
 # %% ../nbs/09_inference.ipynb #7ac21be0
 @patch
 def forward(self:Detector, xb:Tensor)->tuple:
-    "Raw `(clas, bbox)` (float32) of a `uint8` batch from `to_batch`: one copy to the device, normalised there."
-    with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-        xb = normalize_batch(xb.to(self.device, non_blocking=True))
-        clas, bbox = self.model(xb.contiguous(memory_format=torch.channels_last) if self.bf16 else xb)
-    return clas.float(), bbox.float()
+    "Raw `(clas, bbox)` (float32) of a `uint8` batch from `to_batch`: `forward_batch` (one copy to the device, normalised there)."
+    return forward_batch(self.model, xb, self.bf16, self.device)
 
 # %% ../nbs/09_inference.ipynb #547a10d1
 @patch

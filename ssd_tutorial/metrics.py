@@ -15,7 +15,7 @@ from .decode import *
 
 # %% auto #0
 __all__ = ['COCO_AREAS', 'gts_to_coco', 'voc_match', 'voc_ap', 'pr_curve', 'voc_map', 'coco_map', 'dets_to_coco', 'preds_to_dets',
-           'predict_records', 'evaluate', 'metrics_table', 'plot_pr', 'stage_table']
+           'forward_batch', 'predict_records', 'evaluate', 'metrics_table', 'plot_pr', 'stage_table']
 
 # %% ../nbs/06_metrics.ipynb #4603e65d
 def _np(v, dtype=None):
@@ -48,14 +48,14 @@ def _prep(gts:list, dets:list, classes=None)->tuple:
     return G, D, list(classes)
 
 # %% ../nbs/06_metrics.ipynb #c3a936a2
-def _iou_np(a, b, crowd=None):
-    "IoU of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous); for a `crowd` box of `b`, the part of `a` inside it."
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: np.clip(x[:, 2:] - x[:, :2], 0, None).prod(-1)
-    union = area(a)[:, None] + area(b)[None] - inter
-    if crowd is not None: union = np.where(crowd[None], area(a)[:, None], union)   # COCO's rule for crowd regions
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.)
+def _iou_np(a:np.ndarray, b:np.ndarray, crowd=None)->np.ndarray:
+    "`box_iou` of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous); for a `crowd` box of `b`, the part of `a` inside it."
+    a, b = torch.from_numpy(a), torch.from_numpy(b)
+    iou = box_iou(a, b)
+    if crowd is not None and crowd.any():                                           # COCO's rule for crowd regions
+        c = torch.from_numpy(crowd)
+        iou[:, c] = box_inter(a, b[c]) / box_area(a)[:, None].clamp(min=torch.finfo(a.dtype).tiny)
+    return iou.numpy()
 
 # %% ../nbs/06_metrics.ipynb #f53e0794
 def _voc_match(G, D, k, iou_thresh):
@@ -227,6 +227,19 @@ def preds_to_dets(decoded:list, # `decode_preds` output: per image `boxes` (rela
                         scores=d['scores'].cpu(), labels=[classes[l - 1] for l in d['labels'].tolist()]))
     return out
 
+# %% ../nbs/06_metrics.ipynb #06fb0001
+def forward_batch(model:torch.nn.Module,
+                  xb:Tensor, # 8-bit images `[bs, 3, size, size]` (`stack_images`), on any device
+                  bf16:bool=False, # run under bfloat16 autocast, on channels-last images
+                  device=None # where the model is; default: where its first parameter is
+                 )->tuple: # the raw `(clas, bbox)`, float32, on the model's device
+    "The model's raw outputs for an 8-bit batch: one copy to the model's device, normalised there, no gradients."
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        xb = normalize_batch(xb.to(dev, non_blocking=True))
+        clas, bbox = model(xb.contiguous(memory_format=torch.channels_last) if bf16 else xb)
+    return clas.float(), bbox.float()
+
 # %% ../nbs/06_metrics.ipynb #3f1e3a53
 def predict_records(model, records:list, classes:list, anchors:Tensor, cell_size, size:int, bs:int=32,
                     score_thresh:float=.05, iou_thresh:float=.45, max_det:int=100, progress:bool=True,
@@ -234,15 +247,15 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, cell_size
                     workers:int=0 # threads that read and squish the images (PIL lets them run in parallel); 0: in this thread
                    )->list:
     "Detections of `model` on the images of `records` (squished to `size`, as in training), read out by `detect`."
-    dev = next(model.parameters()).device
     model.eval(); out = []
+    anchors = anchors.to(next(model.parameters()).device)
     rng = range(0, len(records), bs)
-    read = lambda r: squish(load_image(r.fname), size)   # `data`'s steps, as `Detector` (09_inference) takes them
+    read = lambda r: squish(load_image(r.fname), size)
     with ThreadPoolExecutor(workers) if workers > 0 else contextlib.nullcontext() as ex:
         for i in (progress_bar(rng, leave=False) if progress else rng):
             recs = records[i:i + bs]
-            xb = normalize_batch(stack_images(list(ex.map(read, recs)) if ex else [read(r) for r in recs]).to(dev))
-            with torch.no_grad(): dec = detect(*model(xb), anchors.to(dev), cell_size, score_thresh, iou_thresh, max_det)
+            clas, bbox = forward_batch(model, stack_images(list(ex.map(read, recs)) if ex else [read(r) for r in recs]))
+            with torch.inference_mode(): dec = detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)
             out += preds_to_dets(dec, recs, classes)
     return out
 

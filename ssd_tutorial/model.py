@@ -11,7 +11,7 @@ from .boxes import *
 from .anchors import *
 
 # %% auto #0
-__all__ = ['StdConv', 'flatten_conv', 'OutConv', 'GridHead', 'resnet_body', 'head_stride', 'SSDModel', 'grid_model', 'MultiHead', 'multi_model', 'L2Norm', 'VGGAtrous', 'ResNetSSD', 'SSDHead', 'SSD300', 'ssd_model', 'load_torchvision_ssd']
+__all__ = ['StdConv', 'flatten_conv', 'OutConv', 'GridHead', 'resnet_body', 'conv_out', 'resnet_side', 'head_stride', 'SSDModel', 'grid_model', 'MultiHead', 'multi_model', 'L2Norm', 'VGGAtrous', 'ResNetSSD', 'SSDHead', 'SSD300', 'ssd_model', 'load_torchvision_ssd']
 
 # %% ../nbs/02a_grid_model.ipynb #b424fbe7
 class StdConv(nn.Module):
@@ -66,11 +66,26 @@ def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
     return nn.Sequential(*list(_tv_model(arch, pretrained).children())[:-2])
 
 # %% ../nbs/02a_grid_model.ipynb #02f00004
+def conv_out(f:int, # side of the input map
+             stride:int=2, pad:int=1, k:int=3, # the conv's (or pool's) stride, padding and kernel size
+             ceil:bool=False # round up, as a pool with `ceil_mode=True` does
+            )->int: # side of the output map
+    "Side of the output of a conv or pool layer: `(f + 2 pad - k) / stride + 1`, rounded down (or up)."
+    n = f + 2 * pad - k
+    return (-(-n // stride) if ceil else n // stride) + 1
+
+def resnet_side(size:int, # input side in pixels
+                n_down:int=5 # stride-2 steps taken: conv1, maxpool, layer2, layer3, layer4
+               )->int:
+    "Side of a ResNet's feature map after its first `n_down` stride-2 steps: each one `conv_out(f)` (a 3x3, or conv1's 7x7 with padding 3)."
+    for _ in range(n_down): size = conv_out(size)
+    return size
+
 def head_stride(size:int, n:int=4)->int:
     "Stride of the last head conv so that a `size` px image ends on an `n`x`n` grid."
-    f = math.ceil(size / 32)
+    f = resnet_side(size)
     if f == n: return 1
-    if math.ceil(f / 2) == n: return 2
+    if conv_out(f) == n: return 2
     raise ValueError(f'image size {size} gives a {f}x{f} body map; use a size that gives 4x4 (128) or 7-8 (224, 256)')
 
 # %% ../nbs/02a_grid_model.ipynb #02f00005
@@ -140,9 +155,6 @@ def _extra(nin:int, mid:int, nout:int, stride:int, pad:int, bn:bool=False)->nn.S
     return nn.Sequential(nn.Conv2d(nin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
                          nn.Conv2d(mid, nout, 3, stride, pad, bias=False), nn.BatchNorm2d(nout), nn.ReLU(inplace=True))
 
-# %% ../nbs/07_ssd300.ipynb #0a34fc91
-def _conv_out(f:int, stride:int, pad:int, k:int=3)->int: return (f + 2 * pad - k) // stride + 1
-
 # %% ../nbs/07_ssd300.ipynb #6e16c529
 class VGGAtrous(nn.Module):
     "SSD300's VGG16-atrous body: conv4_3 (L2-normalised), conv7 and four extra layers; returns the six feature maps. `bn`: batch norm after every conv."
@@ -165,9 +177,10 @@ class VGGAtrous(nn.Module):
         _xavier(nn.ModuleList(fc)); _xavier(self.extras)
     def fmap_sizes(self, size:int)->list:
         "Sides of the six feature maps for a `size` px input."
-        f = math.ceil(size // 2 // 2 / 2)                                   # pool1, pool2 round down, pool3 up
-        fs = [f, f // 2]                                                    # conv4_3; pool4 -> conv7
-        for *_, s, p in self.extra_cfg: fs.append(_conv_out(fs[-1], s, p))
+        f = conv_out(conv_out(size, 2, 0, k=2), 2, 0, k=2)                  # pool1, pool2 (2x2, stride 2) round down,
+        f = conv_out(f, 2, 0, k=2, ceil=True)                               # pool3 up: conv4_3
+        fs = [f, conv_out(f, 2, 0, k=2)]                                    # pool4 -> conv7
+        for *_, s, p in self.extra_cfg: fs.append(conv_out(fs[-1], s, p))
         return fs
     def forward(self, x):
         x = self.conv4_3(x)
@@ -193,24 +206,20 @@ class ResNetSSD(nn.Module):
         self.nfs = (256,) + tuple(c[2] for c in self.cfg)                    # channels of the maps
         self.extras = nn.ModuleList([_extra(*c, bn=True) for c in self.cfg])
         _xavier(self.extras)
-    @staticmethod
-    def _first(size:int)->int:
-        for _ in range(3): size = (size - 1) // 2 + 1                        # conv1, maxpool, layer2: stride 2 each
-        return size
     @classmethod
     def layout(cls, size:int)->tuple:
         "The extra layers for `size` px: MLPerf's five if its last map survives, else stride-2 layers down to 1x1."
-        fs = [cls._first(size)]
-        for *_, s, p in cls.extra_cfg: fs.append(_conv_out(fs[-1], s, p))
+        fs = [resnet_side(size, 3)]                                          # conv1, maxpool, layer2: stride 2 each
+        for *_, s, p in cls.extra_cfg: fs.append(conv_out(fs[-1], s, p))
         if min(fs) >= 1: return cls.extra_cfg
-        cfg, f = [], cls._first(size)
+        cfg, f = [], resnet_side(size, 3)
         while f > 1:
-            cfg.append(cls.extra_cfg[len(cfg)] if len(cfg) < 3 else cls.small_cfg); f = _conv_out(f, 2, 1)
+            cfg.append(cls.extra_cfg[len(cfg)] if len(cfg) < 3 else cls.small_cfg); f = conv_out(f, 2, 1)
         return tuple(cfg)
     def fmap_sizes(self, size:int)->list:
         "Sides of the feature maps for a `size` px input."
-        fs = [self._first(size)]
-        for *_, s, p in self.cfg: fs.append(_conv_out(fs[-1], s, p))
+        fs = [resnet_side(size, 3)]
+        for *_, s, p in self.cfg: fs.append(conv_out(fs[-1], s, p))
         return fs
     def forward(self, x):
         out = [self.body(x)]

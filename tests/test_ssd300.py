@@ -471,7 +471,7 @@ def test_cuda_decode_matches_cpu():
 
 @pytest.mark.parametrize('n', [300, 3999, 4001, 20000])
 def test_nms_by_group_equals_batched_nms(n):
-    from ssd_tutorial.decode import _nms_by_group
+    from ssd_tutorial.decode import group_nms as _nms_by_group
     g = torch.Generator().manual_seed(n)
     ctr = torch.rand(n, 2, generator=g); wh = torch.rand(n, 2, generator=g) * .3 + .01
     boxes, scores = torch.cat([ctr - wh / 2, ctr + wh / 2], 1).clamp(0, 1), torch.rand(n, generator=g)
