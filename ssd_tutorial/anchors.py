@@ -154,7 +154,8 @@ def encode_boxes(gt:Tensor, # ground-truth boxes `[..., 4]` tlbr
                  anchors:Tensor, # their default boxes `[..., 4]` cthw (same units)
                  variances=(.1, .2) # scales of the centre and the size offsets
                 )->Tensor: # offsets `[..., 4]`: (dx, dy, dw, dh)
-    "Offsets of `gt` from `anchors` (eq. 2): centre shift over the box size and `variances[0]`, log size ratio over `variances[1]`."
+    ("Offsets of `gt` from `anchors` (eq. 2): centre shift over the box size and `variances[0]`, "
+     "log size ratio over `variances[1]`.")
     g = tlbr2cthw(gt)
     return torch.cat([(g[..., :2] - anchors[..., :2]) / (anchors[..., 2:] * variances[0]),
                       torch.log(g[..., 2:] / anchors[..., 2:]) / variances[1]], -1)

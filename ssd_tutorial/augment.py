@@ -9,7 +9,8 @@ import numpy as np, torch
 from PIL import Image
 from torch import Tensor
 from .boxes import box_iou
-with warnings.catch_warnings():   # fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
+# fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
+with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
     from fastai.vision.all import ItemTransform, TensorBBox, TensorMultiCategory
 
@@ -23,7 +24,8 @@ __all__ = ['MEAN_RGB', 'SSD_CROP_OPTIONS', 'clip_boxes', 'grey', 'adjust_brightn
 def _arr(img)->np.ndarray:
     "`img` (a PIL image or an `[H,W,3]` uint8 array) as an array."
     a = np.asarray(img)
-    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8: raise ValueError(f'expected an RGB image, uint8 [H,W,3]; got {a.dtype} {list(a.shape)}')
+    if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+        raise ValueError(f'expected an RGB image, uint8 [H,W,3]; got {a.dtype} {list(a.shape)}')
     return a
 
 # %% ../nbs/08_augment.ipynb #ce40a9a3
@@ -48,7 +50,8 @@ def clip_boxes(boxes:Tensor, # `[n,4]` tlbr in pixels
                w:int, h:int # image size
               )->tuple: # `(boxes, labels)` kept
     "Clip `boxes` to a `w` x `h` image and drop those left without area, with their `labels`."
-    b = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
+    b = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                     boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1)
     keep = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     return b[keep], _take(labels, keep)
 
@@ -86,7 +89,8 @@ def rgb2hsv(a:np.ndarray)->np.ndarray:
 def hsv2rgb(x:np.ndarray)->np.ndarray:
     "HSV `x` `[...,3]` in [0,1] as RGB in [0,1]."
     h, s, v = x[..., 0], x[..., 1], x[..., 2]
-    def chan(n):  # a channel is v, less up to v*s the farther the hue is from it on the wheel (n: 5 red, 3 green, 1 blue)
+    # a channel is v, less up to v*s the farther the hue is from it on the wheel (n: 5 red, 3 green, 1 blue)
+    def chan(n):
         k = 6 * _frac(h + n / 6)                                   # (n + 6h) mod 6
         return v - v * s * np.minimum(np.minimum(k, 4 - k), 1).clip(0)
     return np.stack([chan(5), chan(3), chan(1)], -1)
@@ -121,7 +125,8 @@ def photo_distort(img, # PIL image or `[H,W,3]` uint8 array
 # %% ../nbs/08_augment.ipynb #47c4e85e
 def photo_params(g:torch.Generator|None=None, # random generator; `None`: torch's global one
                  p:float=.5, # probability of each operation
-                 brightness:float=32., contrast=(.5, 1.5), saturation=(.5, 1.5), hue:float=18. # ranges: ±, (lo, hi), (lo, hi), ± degrees
+                 # ranges: ±, (lo, hi), (lo, hi), ± degrees
+                 brightness:float=32., contrast=(.5, 1.5), saturation=(.5, 1.5), hue:float=18.
                 )->dict:
     "Random arguments of `photo_distort`: each operation with probability `p`, its amount uniform in its range."
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(1, generator=g).item()
@@ -151,9 +156,10 @@ def zoom_out(img, # PIL image or `[H,W,3]` uint8 array
     a = _arr(img); b, (h, w) = _boxes(boxes, labels), a.shape[:2]
     cw, ch = int(w * ratio), int(h * ratio)
     if ratio < 1 or not (0 <= left <= cw - w and 0 <= top <= ch - h):
-        raise ValueError(f'zoom_out: a {w}x{h} image does not fit at ({left}, {top}) on a {cw}x{ch} canvas (ratio {ratio})')
+        raise ValueError(f'zoom_out: a {w}x{h} image does not fit at ({left}, {top}) '
+                         f'on a {cw}x{ch} canvas (ratio {ratio})')
     row = np.tile(np.broadcast_to(np.asarray(fill, np.uint8), 3), cw)   # one row of the fill colour
-    out = np.empty((ch, cw * 3), np.uint8); out[:] = row                # copied to every row: 20x faster than `out[:] = fill`
+    out = np.empty((ch, cw * 3), np.uint8); out[:] = row  # copied to every row: 20x faster than `out[:] = fill`
     out = out.reshape(ch, cw, 3); out[top:top + h, left:left + w] = a
     return (_like(out, img), *clip_boxes(b + torch.tensor([left, top, left, top]), labels, cw, ch))
 
@@ -194,7 +200,8 @@ def crop_objects(img, # PIL image or `[H,W,3]` uint8 array
         raise ValueError(f'crop_objects: the patch ({left}, {top}, {width}, {height}) is not inside the {w}x{h} image')
     keep = centres_inside(b, left, top, width, height)
     out = np.ascontiguousarray(a[top:top + height, left:left + width])
-    return (_like(out, img), *clip_boxes(b[keep] - torch.tensor([left, top, left, top]), _take(labels, keep), width, height))
+    return (_like(out, img), *clip_boxes(b[keep] - torch.tensor([left, top, left, top]), _take(labels, keep),
+                                         width, height))
 
 # %% ../nbs/08_augment.ipynb #18101f0c
 SSD_CROP_OPTIONS = (0., .1, .3, .5, .7, .9, 1.)  # minimum IoU; 0: a free patch, 1 (or more): the whole image
@@ -209,7 +216,8 @@ def iou_crop_params(w:int, h:int, # image size
                     max_draws:int=100, # options drawn before giving up (then the whole image)
                     g:torch.Generator|None=None
                    )->dict|None: # `min_iou`, `left`, `top`, `width`, `height`; `None`: the whole image
-    "A random patch of a `w` x `h` image by the paper's rule: its drawn `min_iou` met by an object whose centre it holds."
+    ("A random patch of a `w` x `h` image by the paper's rule: "
+     "its drawn `min_iou` met by an object whose centre it holds.")
     b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).numpy()
     if len(b) == 0: return None
     for _ in range(max_draws):
@@ -240,7 +248,8 @@ def random_iou_crop(img, boxes, labels, g:torch.Generator|None=None, **kwargs)->
 def hflip(img, boxes, labels)->tuple:
     "`img` mirrored left to right, with its boxes."
     a = _arr(img); b, (h, w) = _boxes(boxes, labels), a.shape[:2]
-    return (_like(np.ascontiguousarray(a[:, ::-1]), img), *clip_boxes(torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1), labels, w, h))
+    return (_like(np.ascontiguousarray(a[:, ::-1]), img),
+            *clip_boxes(torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1), labels, w, h))
 
 # %% ../nbs/08_augment.ipynb #c92d2421
 def random_hflip(img, boxes, labels, g:torch.Generator|None=None, p:float=.5)->tuple:

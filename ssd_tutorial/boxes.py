@@ -76,7 +76,8 @@ def show_boxes(img, # an image: path, PIL image, `[3,H,W]` tensor or `[H,W,3]` a
     "Show `img` with its `boxes`, each outlined in its class colour and captioned with `labels` (and `scores`)."
     from PIL import Image
     if isinstance(img, (str, bytes)) or hasattr(img, 'is_file'): img = Image.open(img)
-    if isinstance(img, Tensor): img = img.detach().cpu().permute(1, 2, 0).numpy() if img.dim() == 3 and img.shape[0] == 3 else img.cpu().numpy()
+    if isinstance(img, Tensor): img = (img.detach().cpu().permute(1, 2, 0).numpy()
+                                       if img.dim() == 3 and img.shape[0] == 3 else img.cpu().numpy())
     if ax is None: _, ax = plt.subplots(figsize=figsize)
     ax.imshow(img); ax.set_axis_off()
     if title: ax.set_title(title)

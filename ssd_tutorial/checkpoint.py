@@ -24,7 +24,8 @@ def atomic_write(path:Path, write):
 # %% ../nbs/02c_checkpoint.ipynb #bd17ab13
 @dataclass
 class CheckpointConfig:
-    "What a checkpoint holds a model of: enough to rebuild it (`stage`, `classes`, `size`, `backbone`, `model_kw`) and to read its outputs (`loss`)."
+    ("What a checkpoint holds a model of: enough to rebuild it (`stage`, `classes`, `size`, `backbone`, `model_kw`) "
+     "and to read its outputs (`loss`).")
     stage: str          # a stage name: 'grid4x4', 'multigrid' or 'ssd'
     classes: list       # class names, background not counted
     size: int           # input side in pixels
@@ -36,7 +37,8 @@ def save_checkpoint(model:nn.Module, path,
                     config:CheckpointConfig|None=None, # what the model is (`train_detector` gives its learner one)
                     **extra # more fields for the `.json` (without `config`: all of them)
                    )->Path:
-    "Save `model`'s weights to `path` (`.pth`) and its config beside it (`.json`), each atomically; returns the `.pth` path."
+    ("Save `model`'s weights to `path` (`.pth`) and its config beside it (`.json`), each atomically; "
+     "returns the `.pth` path.")
     path = Path(path).with_suffix('.pth')
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -47,55 +49,75 @@ def save_checkpoint(model:nn.Module, path,
 
 # %% ../nbs/02c_checkpoint.ipynb #02f00007
 _CONFIG_FIELDS = {'stage': (lambda v: isinstance(v, str), 'a stage name'),
-                  'classes': (lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) and c for c in v) and len(set(v)) == len(v),
+                  'classes': (lambda v: isinstance(v, list) and len(v) > 0
+                                        and all(isinstance(c, str) and c for c in v) and len(set(v)) == len(v),
                               'a non-empty list of distinct class names'),
-                  'size': (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0, 'a positive whole number of pixels'),
+                  'size': (lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                           'a positive whole number of pixels'),
                   'backbone': (lambda v: isinstance(v, str), 'a backbone name'),
-                  'loss': (lambda v: isinstance(v, str), 'a loss name'), 'model_kw': (lambda v: isinstance(v, dict), 'an object {...}')}
+                  'loss': (lambda v: isinstance(v, str), 'a loss name'),
+                  'model_kw': (lambda v: isinstance(v, dict), 'an object {...}')}
 
 def read_config(cfg_path:Path)->dict:
-    "The checked config of a checkpoint, with `CheckpointConfig`'s defaults for what it leaves out; a `ValueError` naming the file and the field at fault."
+    ("The checked config of a checkpoint, with `CheckpointConfig`'s defaults for what it leaves out; "
+     "a `ValueError` naming the file and the field at fault.")
     try: cfg = json.loads(cfg_path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
     missing = [k for k in ('stage', 'classes', 'size', 'backbone') if not isinstance(cfg, dict) or k not in cfg]
     if missing: raise ValueError(f'{cfg_path}: not a checkpoint config (missing {missing})')
     for k, (ok, want) in _CONFIG_FIELDS.items():
-        if k in cfg and not ok(cfg[k]): raise ValueError(f'{cfg_path}: {k!r} must be {want}, got {json.dumps(cfg[k])[:80]}')
-    return {**asdict(CheckpointConfig(*(cfg[k] for k in ('stage', 'classes', 'size', 'backbone')))), **cfg}   # loss, model_kw: the defaults
+        if k in cfg and not ok(cfg[k]):
+            raise ValueError(f'{cfg_path}: {k!r} must be {want}, got {json.dumps(cfg[k])[:80]}')
+    # loss, model_kw: the defaults
+    return {**asdict(CheckpointConfig(*(cfg[k] for k in ('stage', 'classes', 'size', 'backbone')))), **cfg}
 
 # %% ../nbs/02c_checkpoint.ipynb #02f00008
 def checkpoint_files(path)->tuple:
-    "`(weights, config)` of checkpoint `path`, as given whatever its suffix (`name` alone also finds `name.pth`); the config is the `.json` beside it."
+    ("`(weights, config)` of checkpoint `path`, as given whatever its suffix (`name` alone also finds `name.pth`); "
+     "the config is the `.json` beside it.")
     p = Path(path)
     if not p.exists() and Path(f'{p}.pth').is_file(): p = Path(f'{p}.pth')
-    if p.suffix == '.json': raise ValueError(f'{p}: this is the config of a checkpoint; give its weights file (.pth), the config is found beside it')
+    if p.suffix == '.json':
+        raise ValueError(f'{p}: this is the config of a checkpoint; '
+                         f'give its weights file (.pth), the config is found beside it')
     if p.is_dir(): raise ValueError(f'{p}: a folder, not a checkpoint file')
     if not p.exists(): raise FileNotFoundError(f'{p}: checkpoint not found')
     cfg = p.with_suffix('.json')
-    if not cfg.exists(): raise FileNotFoundError(f'{cfg}: checkpoint config not found (the .json written beside {p.name})')
+    if not cfg.exists():
+        raise FileNotFoundError(f'{cfg}: checkpoint config not found (the .json written beside {p.name})')
     return p, cfg
 
 def read_checkpoint(path, # the weights file of a checkpoint (`name` alone finds `name.pth`); its config beside it
                     factories:dict, # `{stage: model function}`: how each stage's model is built
                     device='cpu'
                    )->tuple: # `(model, config)`
-    "The model of a checkpoint written by `save_checkpoint`, built by `factories[stage]` and loaded; a bad file is a one-line error naming it."
+    ("The model of a checkpoint written by `save_checkpoint`, built by `factories[stage]` and loaded; "
+     "a bad file is a one-line error naming it.")
     path, cfg_path = checkpoint_files(path)
     cfg = read_config(cfg_path)
-    if cfg['stage'] not in factories: raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(factories)}")
-    try: model = factories[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'], **cfg['model_kw'])
-    except (ValueError, TypeError, KeyError) as e: raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
+    if cfg['stage'] not in factories:
+        raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(factories)}")
+    try: model = factories[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'],
+                                         **cfg['model_kw'])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
     try: sd = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        why = 'it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e) else (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
-        raise ValueError(f'{path}: not a readable checkpoint (truncated, or not written by save_checkpoint: {why})') from None
-    if not isinstance(sd, dict): raise ValueError(f'{path}: not a checkpoint (holds a {type(sd).__name__}, not a state dict)')
+        why = ('it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e)
+               else (str(e).strip().splitlines() or [type(e).__name__])[0][:100])
+        raise ValueError(f'{path}: not a readable checkpoint '
+                         f'(truncated, or not written by save_checkpoint: {why})') from None
+    if not isinstance(sd, dict):
+        raise ValueError(f'{path}: not a checkpoint (holds a {type(sd).__name__}, not a state dict)')
     own = model.state_dict()
     missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
     wrong = [k for k in own if k in sd and getattr(sd[k], 'shape', None) != own[k].shape]
     if missing or extra or wrong:
         eg = (missing or extra or wrong)[0]
-        raise ValueError(f"{path}: weights do not fit a {cfg['stage']} model with {len(cfg['classes'])} classes ({cfg['backbone']}): "
-                         f"{len(missing)} missing, {len(extra)} unexpected and {len(wrong)} misshapen tensors, e.g. {eg!r}")
+        raise ValueError(f"{path}: weights do not fit a {cfg['stage']} model "
+                         f"with {len(cfg['classes'])} classes ({cfg['backbone']}): "
+                         f"{len(missing)} missing, {len(extra)} unexpected "
+                         f"and {len(wrong)} misshapen tensors, e.g. {eg!r}")
     model.load_state_dict(sd)
     return model.to(device).eval(), cfg

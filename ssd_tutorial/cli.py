@@ -46,7 +46,8 @@ def prepare_out(out)->Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out): pass
-    except OSError as e: raise ValueError(f'{out}: cannot write to the output folder (--out): {e.strerror or e}') from None
+    except OSError as e:
+        raise ValueError(f'{out}: cannot write to the output folder (--out): {e.strerror or e}') from None
     return out
 
 # %% ../nbs/90_cli.ipynb #c7d5d02d
@@ -57,7 +58,8 @@ def _save(learn, args, classes:list, out:Path)->Path:
         for s in ('.pth', '.json'):
             if ck.with_suffix(s).exists(): os.replace(ck.with_suffix(s), ck.with_suffix('.prev' + s))
         note = f' (the one that was there is now {ck.with_suffix(".prev.pth").name})'
-    save_checkpoint(learn.model, ck, learn.config)   # the stage, classes, size, backbone, loss and model settings it trained with
+    # the stage, classes, size, backbone, loss and model settings it trained with
+    save_checkpoint(learn.model, ck, learn.config)
     print(f'checkpoint: {ck} (+ {ck.with_suffix(".json").name}){note}')
     return ck
 
@@ -68,19 +70,22 @@ def _report(learn, args, classes:list, out:Path):
     fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=learn.detect)
     fig.savefig(out / 'predictions.png', dpi=80)
     print(f'predictions: {out / "predictions.png"}')
-    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, args.size, progress=False, detect=learn.detect)
+    res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, args.size,
+                   progress=False, detect=learn.detect)
     print(f"validation mAP@0.5 (VOC07 11-point): {res['voc07']['mAP']:.3f}, COCO AP@[.5:.95]: {res['coco']['AP']:.3f}")
     return res
 
 # %% ../nbs/90_cli.ipynb #eebe150f
 def _model_kw(args)->dict:
-    "The model settings of the command line that the stage's model takes (`Stage.model_kw`: the multi-grid's head dropout)."
+    ("The model settings of the command line that the stage's model takes "
+     "(`Stage.model_kw`: the multi-grid's head dropout).")
     return {k: getattr(args, k) for k in STAGES[args.stage].model_kw if getattr(args, k, None) is not None}
 
 # %% ../nbs/90_cli.ipynb #6f98ccee
 def _load_data(args)->tuple:
     "`(train, valid, classes)` of the dataset named by the command line; every image decoded once unless `--no-check`."
-    kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir, valid_json=args.valid_json)
+    kw = (dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size, difficulty=args.difficulty)
+          if args.data == 'shapes' else dict(img_dir=args.img_dir, valid_json=args.valid_json))
     train, valid, classes = load_dataset(args.data, **kw)
     objects_to_train(train, args.data)   # nothing to learn: an error now, not a NaN loss and a checkpoint of no classes
     if getattr(args, 'check', True): check_images(train + valid)
@@ -91,62 +96,79 @@ def cmd_train(args):
     "Train a detector on shapes, a VOC folder or a COCO JSON file; the checkpoint is written before anything optional."
     matplotlib.use('Agg')
     t0 = time.time()
-    world = init_distrib(timeout=getattr(args, 'dist_timeout', 1800))   # 1 unless run by torchrun or accelerate launch (07b)
+    # 1 unless run by torchrun or accelerate launch (07b)
+    world = init_distrib(timeout=getattr(args, 'dist_timeout', 1800))
     rank0 = rank_distrib() == 0
     say = print if rank0 else (lambda *a, **k: None)   # only process 0 prints
     out = prepare_out(args.out)
     args.size = args.size or STAGES[args.stage].size
-    STAGES[args.stage].model(1, backbone=args.backbone, size=args.size, **_model_kw(args))  # a bad --size fails now, not after the data
+    # a bad --size fails now, not after the data
+    STAGES[args.stage].model(1, backbone=args.backbone, size=args.size, **_model_kw(args))
     train, valid, classes = first_on_rank0(_load_data, args)   # a dataset to make is made once, by process 0
     say(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
     rule, sync_bn = getattr(args, 'lr_scaling', 'linear'), getattr(args, 'sync_bn', False)
     lr = scale_lr(args.lr, world, rule)
-    if world > 1: say(f"DDP: {world} processes ({torch.distributed.get_backend()}), batch {args.bs} each: global batch {world * args.bs}; "
-                      f"learning rate {args.lr:g} x {LR_RULES[rule](world):g} = {lr:g} ({rule} scaling); batch norm {'synchronised' if sync_bn else 'per process'}")
-    try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs, lr=lr,
-                                backbone=args.backbone, pretrained=args.pretrained, seed=args.seed, loss=args.loss,
-                                model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug], distributed=world > 1,
-                                sync_bn=sync_bn, workers=getattr(args, 'workers', None))
+    if world > 1: say(f"DDP: {world} processes ({torch.distributed.get_backend()}), batch {args.bs} each: "
+                      f"global batch {world * args.bs}; "
+                      f"learning rate {args.lr:g} x {LR_RULES[rule](world):g} = {lr:g} ({rule} scaling); "
+                      f"batch norm {'synchronised' if sync_bn else 'per process'}")
+    try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs,
+                                lr=lr, backbone=args.backbone, pretrained=args.pretrained, seed=args.seed,
+                                loss=args.loss, model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug],
+                                distributed=world > 1, sync_bn=sync_bn, workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:
         if not rank0: raise
         ck = _save(e.learn, args, classes, out)
         raise NonFiniteLoss(f'{e}; those weights are saved in {ck}', e.learn) from None
     if not rank0: distrib_barrier(); return 0   # the others wait until process 0 has written the checkpoint, then end
     tr, va = learn.recorder.values[-1][:2]
-    print(f"trained {args.stage} ({args.backbone}, {args.size}px, {args.loss} loss, {'bfloat16' if args.bf16 else 'float32'}{'' if args.aug == 'none' else ', augmentation ' + args.aug}) for {args.epochs} epoch{'s' * (args.epochs != 1)} "
-          f"in {time.time() - t0:.0f}s on {learn.dls.device}{f' x {world} processes' if world > 1 else ''}: train loss {tr:.3f}, valid loss {va:.3f}")
+    print(f"trained {args.stage} ({args.backbone}, {args.size}px, {args.loss} loss, "
+          f"{'bfloat16' if args.bf16 else 'float32'}{'' if args.aug == 'none' else ', augmentation ' + args.aug}) "
+          f"for {args.epochs} epoch{'s' * (args.epochs != 1)} "
+          f"in {time.time() - t0:.0f}s on {learn.dls.device}{f' x {world} processes' if world > 1 else ''}: "
+          f"train loss {tr:.3f}, valid loss {va:.3f}")
     ck = _save(learn, args, classes, out)
     distrib_barrier()   # no-op in one process
     try: _report(learn, args, classes, out)
-    except Exception as e: raise RuntimeError(f'{type(e).__name__} after training: {e} (the trained model is saved in {ck})') from None
+    except Exception as e:
+        raise RuntimeError(f'{type(e).__name__} after training: {e} (the trained model is saved in {ck})') from None
     return 0
 
 # %% ../nbs/90_cli.ipynb #59fb7cf9
 def _eval_results(args, dets:list, valid:list, classes:list)->tuple:
-    "COCO results entries of `dets` on `valid`, with `file_name` and `category_name`; a COCO file's own image and category ids, else 1..n and 1..C."
+    ("COCO results entries of `dets` on `valid`, with `file_name` and `category_name`; "
+     "a COCO file's own image and category ids, else 1..n and 1..C.")
     if args.data != 'shapes' and Path(args.data).is_file():   # a COCO file, already read and checked by `load_eval_set`
-        d, root = json.loads(Path(args.data).read_bytes()), Path(args.img_dir) if args.img_dir else Path(args.data).parent
-        ids, cats = {root / im['file_name']: im['id'] for im in d['images']}, {c['name']: c['id'] for c in d['categories']}
-        iids, cids, what = [ids[r.fname] for r in valid], [cats.get(c) for c in classes], f"the image and category ids of {args.data}"
-    else: iids, cids, what = list(range(1, len(valid) + 1)), list(range(1, len(classes) + 1)), "image ids 1..n in the order of the images scored, category ids 1..C in the checkpoint's class order"
+        d, root = (json.loads(Path(args.data).read_bytes()),
+                   Path(args.img_dir) if args.img_dir else Path(args.data).parent)
+        ids, cats = ({root / im['file_name']: im['id'] for im in d['images']},
+                     {c['name']: c['id'] for c in d['categories']})
+        iids, cids, what = ([ids[r.fname] for r in valid], [cats.get(c) for c in classes],
+                            f"the image and category ids of {args.data}")
+    else: iids, cids, what = (list(range(1, len(valid) + 1)), list(range(1, len(classes) + 1)),
+                              "image ids 1..n in the order of the images scored, "
+                              "category ids 1..C in the checkpoint's class order")
     return dets_to_coco(dets, classes, image_ids=iids, file_names=[r.fname for r in valid], category_ids=cids), what
 
 def cmd_evaluate(args):
-    "Evaluate a checkpoint on every image of a COCO file, a VOC folder's test (else val) split, or shapes' validation images."
+    ("Evaluate a checkpoint on every image of a COCO file, a VOC folder's test (else val) split, "
+     "or shapes' validation images.")
     matplotlib.use('Agg')
     t0 = time.time()
     out = prepare_out(args.out)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     model, cfg = load_checkpoint(args.ckpt, dev)
     classes = cfg['classes']   # the checkpoint's: the data's labels are matched to them by name
-    kw = dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size or cfg['size'], difficulty=args.difficulty) if args.data == 'shapes' else dict(img_dir=args.img_dir)
+    kw = (dict(n_train=args.n_train, n_valid=args.n_valid, size=args.size or cfg['size'], difficulty=args.difficulty)
+          if args.data == 'shapes' else dict(img_dir=args.img_dir))
     valid, what = load_eval_set(args.data, classes, args.split, **kw)
     if args.check: check_images(valid)
     loss = cfg['loss']
     anchors, gs = stage_priors(cfg['stage'], model, cfg['size'])
     print(f"evaluating {args.ckpt} ({cfg['stage']}, {cfg['size']}px, {loss} loss) on {len(valid)} images: {what}")
     workers = default_workers(dev) if args.workers is None else args.workers
-    res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss), workers=workers)
+    res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss),
+                   workers=workers)
     print(metrics_table(res, classes))
     results, ids = _eval_results(args, res['dets'], valid, classes)
     (out / 'detections.json').write_text(json.dumps(results))
@@ -154,17 +176,20 @@ def cmd_evaluate(args):
     fig = plot_pr(res['gts'], res['dets'], classes)
     fig.savefig(out / 'pr_curves.png', dpi=80)
     print(f"detections (COCO results format, plus file_name and category_name; {ids}): {out / 'detections.json'}\n"
-          f"metrics: {out / 'metrics.json'}\nprecision-recall curves: {out / 'pr_curves.png'} [{time.time() - t0:.0f}s]")
+          f"metrics: {out / 'metrics.json'}\n"
+          f"precision-recall curves: {out / 'pr_curves.png'} [{time.time() - t0:.0f}s]")
     return 0
 
 # %% ../nbs/90_cli.ipynb #d47a84c9
 DEMO = dict(data='shapes', stage='ssd', loss='multibox', difficulty='easy', n_train=5120, n_valid=160, size=128, bs=32,
-            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True, aug='none')
+            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True,
+            aug='none')
 
 def cmd_demo(args):
-    "Make (or reuse) the easy shapes data, train SSD at 128 px (ResNet18, MultiBox) in under 5 minutes on a CPU, report its mAP."
+    ("Make (or reuse) the easy shapes data, train SSD at 128 px (ResNet18, MultiBox) in under 5 minutes on a CPU, "
+     "report its mAP.")
     for k, v in DEMO.items():
-        if getattr(args, k, None) is None: setattr(args, k, v)   # the recipe, but what the command line gave (--n-train)
+        if getattr(args, k, None) is None: setattr(args, k, v)  # the recipe, but what the command line gave (--n-train)
     args.bf16 = bf16_native('cuda' if torch.cuda.is_available() else 'cpu')  # bfloat16 where the hardware has it
     return cmd_train(args)
 
@@ -191,18 +216,25 @@ def _positive_float(s):
 # %% ../nbs/90_cli.ipynb #fccd5e73
 def _data_args(p, evaluate:bool=False):
     "The dataset options of `train` (and, with `evaluate`, of `evaluate`)."
-    p.add_argument('--data', default='shapes', help="'shapes', a Pascal VOC folder, or a COCO JSON file (default shapes)")
+    p.add_argument('--data', default='shapes',
+                   help="'shapes', a Pascal VOC folder, or a COCO JSON file (default shapes)")
     p.add_argument('--img-dir', default=None, help='COCO: folder of the images (default: the JSON file\'s folder)')
-    if evaluate: p.add_argument('--split', default=None, help="which images to score: VOC, a split of ImageSets/Main (default test, else val); "
-                                "COCO, 'all' (default) or 'holdout' (the 20%% that train held out of the same file when it had no --valid-json; "
-                                "split seed 0, whatever train's --seed); shapes, always its validation images")
-    else: p.add_argument('--valid-json', default=None, help='COCO: a validation JSON (default: hold out 20%% of --data)')
+    if evaluate: p.add_argument('--split', default=None,
+                                help="which images to score: VOC, a split of ImageSets/Main (default test, else val); "
+                                     "COCO, 'all' (default) or 'holdout' (the 20%% that train held out of the same "
+                                     "file when it had no --valid-json; split seed 0, whatever train's --seed); "
+                                     "shapes, always its validation images")
+    else: p.add_argument('--valid-json', default=None,
+                         help='COCO: a validation JSON (default: hold out 20%% of --data)')
     p.add_argument('--difficulty', choices=list(DIFFICULTY), default='easy', help='shapes: difficulty (default easy)')
     p.add_argument('--n-train', type=_positive, default=640, help='shapes: training images (default 640)')
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
-    p.add_argument('--no-check', dest='check', action='store_false', help='do not decode every image before starting (faster start, later errors)')
-    p.add_argument('--workers', type=_count, default=None, help=('threads that read the images' if evaluate else 'DataLoader worker processes') +
-                   ' (default: 0 on a CPU, whose cores run the model; with a GPU one per CPU core but one, at most 8)')
+    p.add_argument('--no-check', dest='check', action='store_false',
+                   help='do not decode every image before starting (faster start, later errors)')
+    p.add_argument('--workers', type=_count, default=None,
+                   help=('threads that read the images' if evaluate else 'DataLoader worker processes') +
+                        ' (default: 0 on a CPU, whose cores run the model; '
+                        'with a GPU one per CPU core but one, at most 8)')
 
 # %% ../nbs/90_cli.ipynb #7c4580be
 _COMMANDS = []  # functions that add the sub-parsers of later sections (predict, export) to `get_parser`'s
@@ -210,51 +242,75 @@ _COMMANDS = []  # functions that add the sub-parsers of later sections (predict,
 # %% ../nbs/90_cli.ipynb #d02e0652
 def get_parser()->argparse.ArgumentParser:
     "The `ssd-tutorial` argument parser."
-    p = argparse.ArgumentParser(prog='ssd-tutorial', description='Build, train and run the SSD detector of the ssd_tutorial course.')
+    p = argparse.ArgumentParser(prog='ssd-tutorial',
+                                description='Build, train and run the SSD detector of the ssd_tutorial course.')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='COMMAND')
     d = sub.add_parser('data', help='make (or reuse) the shapes dataset, print a summary, save sample pictures')
     d.add_argument('--n-train', type=_positive, default=800, help='training images (default 800)')
     d.add_argument('--n-valid', type=_positive, default=200, help='validation images (default 200)')
     d.add_argument('--size', type=_positive, default=224, help='image side in pixels (default 224)')
     d.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    d.add_argument('--difficulty', choices=list(DIFFICULTY), default='medium', help='dataset difficulty (default medium)')
+    d.add_argument('--difficulty', choices=list(DIFFICULTY), default='medium',
+                   help='dataset difficulty (default medium)')
     d.add_argument('--path', default=None, help='dataset folder (default: under ~/.ssd_tutorial/data)')
     d.add_argument('--out', default='ssd_out', help='folder for the PNG (default ssd_out)')
     d.set_defaults(func=cmd_data)
-    m = sub.add_parser('demo', help='offline demo: make the easy shapes data, train a detector on the CPU in under 5 minutes, print its mAP')
+    m = sub.add_parser('demo', help='offline demo: make the easy shapes data, train a detector on the CPU '
+                                    'in under 5 minutes, print its mAP')
     m.add_argument('--epochs', type=_positive, default=2, help='epochs (default 2)')
     m.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    m.add_argument('--n-train', type=_positive, default=None, help='training images (default 5120, the recipe; fewer make a quicker, weaker demo)')
+    m.add_argument('--n-train', type=_positive, default=None,
+                   help='training images (default 5120, the recipe; fewer make a quicker, weaker demo)')
     m.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     m.set_defaults(func=cmd_demo)
     t = sub.add_parser('train', help='train a detector')
-    t.add_argument('--stage', choices=list(STAGES), default='grid4x4', help='grid4x4, multigrid or ssd (SSD300) (default grid4x4)')
-    t.add_argument('--loss', choices=list(LOSSES), default='bce', help="bce or focal (class losses of SigmoidL1Loss), or multibox (softmax with hard negative mining) (default bce)")
-    t.add_argument('--drop', type=float, default=None, help='multigrid: head dropout (default 0.4, the walkthrough\'s; 0.1 trains faster from scratch)')
+    t.add_argument('--stage', choices=list(STAGES), default='grid4x4',
+                   help='grid4x4, multigrid or ssd (SSD300) (default grid4x4)')
+    t.add_argument('--loss', choices=list(LOSSES), default='bce',
+                   help="bce or focal (class losses of SigmoidL1Loss), or multibox (softmax with hard negative mining) "
+                        "(default bce)")
+    t.add_argument('--drop', type=float, default=None,
+                   help='multigrid: head dropout (default 0.4, the walkthrough\'s; 0.1 trains faster from scratch)')
     _data_args(t)
     t.add_argument('--epochs', type=_positive, default=8, help='epochs (default 8)')
-    t.add_argument('--size', type=_positive, default=None, help="input size in pixels (default the stage's: 128, or 300 for ssd)")
+    t.add_argument('--size', type=_positive, default=None,
+                   help="input size in pixels (default the stage's: 128, or 300 for ssd)")
     t.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
-    t.add_argument('--lr', type=_positive_float, default=3e-3, help='peak learning rate of the one-cycle schedule (default 3e-3)')
+    t.add_argument('--lr', type=_positive_float, default=3e-3,
+                   help='peak learning rate of the one-cycle schedule (default 3e-3)')
     t.add_argument('--backbone', choices=['resnet18', 'resnet34', 'vgg16', 'vgg16_bn'], default='resnet18',
-                   help='body: resnet18, resnet34, or for ssd vgg16 (the paper\'s, for --pretrained ImageNet weights) and vgg16_bn (with batch norm: trains from random weights) (default resnet18)')
-    t.add_argument('--pretrained', action='store_true', help='start from ImageNet weights (needs them cached or internet)')
+                   help='body: resnet18, resnet34, or for ssd vgg16 (the paper\'s, for --pretrained ImageNet weights) '
+                        'and vgg16_bn (with batch norm: trains from random weights) (default resnet18)')
+    t.add_argument('--pretrained', action='store_true',
+                   help='start from ImageNet weights (needs them cached or internet)')
     t.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     t.add_argument('--aug', choices=list(AUG_FLAGS), default='none',
-                   help="training-set augmentation: flip (fastai's flips and lighting), ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
-    t.add_argument('--bf16', action='store_true', help='bfloat16 mixed precision: about 1.8x faster on CPUs with AVX512-BF16 or AMX, and on recent GPUs')
+                   help="training-set augmentation: flip (fastai's flips and lighting), "
+                        "ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
+    t.add_argument('--bf16', action='store_true',
+                   help='bfloat16 mixed precision: about 1.8x faster on CPUs with AVX512-BF16 or AMX, '
+                        'and on recent GPUs')
     t.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
-    t.add_argument('--sync-bn', action='store_true', help='under torchrun or accelerate launch: batch norm statistics over the global batch (SyncBatchNorm)')
+    t.add_argument('--sync-bn', action='store_true',
+                   help='under torchrun or accelerate launch: batch norm statistics over the global batch '
+                        '(SyncBatchNorm)')
     t.add_argument('--lr-scaling', choices=list(LR_RULES), default='linear',
-                   help='under torchrun or accelerate launch, --lr is for one process\'s --bs: times the number of processes (linear), its square root (sqrt), or as given (none) (default linear)')
-    t.add_argument('--dist-timeout', type=_positive_float, default=1800, help='under torchrun: seconds a process waits for the others before it fails (default 1800)')
+                   help='under torchrun or accelerate launch, --lr is for one process\'s --bs: '
+                        'times the number of processes (linear), its square root (sqrt), or as given (none) '
+                        '(default linear)')
+    t.add_argument('--dist-timeout', type=_positive_float, default=1800,
+                   help='under torchrun: seconds a process waits for the others before it fails (default 1800)')
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on every image of a dataset (a VOC folder: its test or val split; shapes: its validation images)')
-    e.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on every image of a dataset '
+                                        '(a VOC folder: its test or val split; shapes: its validation images)')
+    e.add_argument('--ckpt', required=True,
+                   help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
     _data_args(e, evaluate=True)
-    e.add_argument('--size', type=_positive, default=None, help="shapes: image size of the dataset to make (default the checkpoint's input size)")
+    e.add_argument('--size', type=_positive, default=None,
+                   help="shapes: image size of the dataset to make (default the checkpoint's input size)")
     e.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
-    e.add_argument('--out', default='ssd_out', help='folder for detections.json, metrics.json, pr_curves.png (default ssd_out)')
+    e.add_argument('--out', default='ssd_out',
+                   help='folder for detections.json, metrics.json, pr_curves.png (default ssd_out)')
     e.set_defaults(func=cmd_evaluate)
     for add in _COMMANDS: add(sub)
     return p
@@ -264,17 +320,21 @@ def main(argv=None)->int:
     "Entry point of the `ssd-tutorial` console script: any failure is one line on stderr and exit code 1."
     args = get_parser().parse_args(argv)
     who = f' (process {rank_distrib()} of {num_distrib()})' if num_distrib() > 1 else ''   # under torchrun
-    say = lambda kind, msg: print(f'ssd-tutorial {args.cmd}{who}: {kind}: ' + ' '.join(str(msg).split()), file=sys.stderr)
+    say = lambda kind, msg: print(f'ssd-tutorial {args.cmd}{who}: {kind}: ' + ' '.join(str(msg).split()),
+                                  file=sys.stderr)
     with warnings.catch_warnings():
-        warnings.showwarning = lambda msg, *a, **k: say('warning', msg) if rank_distrib() == 0 else None   # process 0's warnings only
+        # process 0's warnings only
+        warnings.showwarning = lambda msg, *a, **k: say('warning', msg) if rank_distrib() == 0 else None
         try: return args.func(args)
         except KeyboardInterrupt: say('error', 'interrupted'); return 130
         except Exception as e:
             if os.environ.get('SSD_TUTORIAL_DEBUG'): raise   # the full traceback, for bug reports
-            say('error', e if isinstance(e, (ValueError, OSError, NonFiniteLoss, RuntimeError)) else f'{type(e).__name__}: {e}')
+            say('error', e if isinstance(e, (ValueError, OSError, NonFiniteLoss, RuntimeError))
+                         else f'{type(e).__name__}: {e}')
             return 1
         finally:
-            if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()   # joined by `train` under torchrun
+            # joined by `train` under torchrun
+            if torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
 # %% ../nbs/90_cli.ipynb #c9d199be
 from fastprogress.fastprogress import progress_bar
@@ -292,49 +352,61 @@ def _unique_name(fn:Path, seen:set)->str:
 def _summary(fn:Path, d:dict)->str:
     "One line: the image, its size, and its detections (the first five)."
     n, top = len(d['labels']), ', '.join(f'{l} {s:.2f}' for l, s in zip(d['labels'][:5], d['scores'][:5].tolist()))
-    return f"{fn.name} ({d['size'][0]}x{d['size'][1]}): " + (f"{n} detection{'s' * (n != 1)}: {top}{' ...' * (n > 5)}" if n else 'no detections')
+    return f"{fn.name} ({d['size'][0]}x{d['size'][1]}): " + (f"{n} detection{'s' * (n != 1)}: {top}{' ...' * (n > 5)}"
+                                                             if n else 'no detections')
 
 # %% ../nbs/90_cli.ipynb #c9f1a001
 _WRITTEN = '.ssd-tutorial-predict.json'   # in `--out`: the names of the files predict has written there
 
 def _claim_outputs(out:Path, inputs:list, names:list)->None:
-    "Check that predict may write `names` into `out`, and record them as its own: never over an input, nor over a file it did not write."
+    ("Check that predict may write `names` into `out`, and record them as its own: "
+     "never over an input, nor over a file it did not write.")
     held = [f for f in inputs if f.resolve().parent == out.resolve()]
-    if held: raise ValueError(f"{out}: the output folder (--out) holds input images ({', '.join(f.name for f in held[:3])}{' ...' * (len(held) > 3)}); "
+    if held: raise ValueError(f"{out}: the output folder (--out) holds input images "
+                              f"({', '.join(f.name for f in held[:3])}{' ...' * (len(held) > 3)}); "
                               "predict does not write beside its inputs: choose another --out")
     try: ours = set(json.loads((out / _WRITTEN).read_text()))
     except (OSError, ValueError, TypeError): ours = set()
     theirs = [n for n in names if (out / n).exists() and n not in ours]
-    if theirs: raise ValueError(f"{out}: already holds {', '.join(theirs[:3])}{' ...' * (len(theirs) > 3)}, not written by predict; "
-                                "predict never writes over a file it did not write: choose another --out, or an empty folder")
-    (out / _WRITTEN).write_text(json.dumps(sorted(ours | set(names))))   # before the first picture: a run stopped half-way still knows them
+    if theirs: raise ValueError(f"{out}: already holds {', '.join(theirs[:3])}{' ...' * (len(theirs) > 3)}, "
+                                "not written by predict; predict never writes over a file it did not write: "
+                                "choose another --out, or an empty folder")
+    # before the first picture: a run stopped half-way still knows them
+    (out / _WRITTEN).write_text(json.dumps(sorted(ours | set(names))))
 
 # %% ../nbs/90_cli.ipynb #6f2b7fb3
 def cmd_predict(args):
-    "Run a checkpoint on image files and folders: each image with its boxes drawn, one detections.json, a line per image."
+    ("Run a checkpoint on image files and folders: each image with its boxes drawn, one detections.json, "
+     "a line per image.")
     t0 = time.time()
     out = prepare_out(args.out)
     files, skipped = image_files(args.images)
-    if skipped: print(f"skipped {len(skipped)} {'file that is not an image' if len(skipped) == 1 else 'files that are not images'}: " + ', '.join(f.name for f in skipped[:5]) + ' ...' * (len(skipped) > 5))
+    if skipped: print(f"skipped {len(skipped)} "
+                      f"{'file that is not an image' if len(skipped) == 1 else 'files that are not images'}: " +
+                      ', '.join(f.name for f in skipped[:5]) + ' ...' * (len(skipped) > 5))
     if not files: raise ValueError(f"no image files in {', '.join(args.images)}")
     seen = set()
     names = [f'{_unique_name(fn, seen)}.png' for fn in files]   # one per input, in order
     det = Detector.from_checkpoint(args.ckpt, score_thresh=args.score_thresh, bs=args.bs, fast_decode=args.fast_decode)
     _claim_outputs(out, files, [*names, 'detections.json'])
     cfg = det.config
-    print(f"predicting with {args.ckpt} ({cfg['stage']}, {cfg['size']}px, classes {cfg['classes']}) on {len(files)} image{'s' * (len(files) != 1)}, "
+    print(f"predicting with {args.ckpt} ({cfg['stage']}, {cfg['size']}px, classes {cfg['classes']}) "
+          f"on {len(files)} image{'s' * (len(files) != 1)}, "
           f"score above {args.score_thresh}, on {det.device}{' in bfloat16' if det.bf16 else ''}")
     results, lines, errors = [], [], []
     for i, (fn, im, d) in enumerate(progress_bar(det.iter_files(files), total=len(files), leave=False), 1):
         if im is None: errors.append(str(d)); lines.append(f'{fn.name}: cannot be read'); continue
-        draw_detections(im, d, det.classes).save(out / names[i - 1], compress_level=1)   # `im` as read: a fast decode's smaller picture
+        # `im` as read: a fast decode's smaller picture
+        draw_detections(im, d, det.classes).save(out / names[i - 1], compress_level=1)
         results += dets_to_coco([d], det.classes, image_ids=[i], file_names=[fn], rounded=True)
         lines.append(_summary(fn, d))
     print('\n'.join(lines))
     (out / 'detections.json').write_text(json.dumps(results))
-    print(f"pictures: {out}/<name>.png\ndetections (COCO results format, plus file_name and category_name; image ids count the images from 1): "
+    print(f"pictures: {out}/<name>.png\n"
+          f"detections (COCO results format, plus file_name and category_name; image ids count the images from 1): "
           f"{out / 'detections.json'} [{time.time() - t0:.0f}s]")
-    if errors: raise ImageError(f'{len(errors)} of {len(files)} images could not be read (the others are done): ' + '; '.join(errors[:5]))
+    if errors: raise ImageError(f'{len(errors)} of {len(files)} images could not be read (the others are done): ' +
+                                '; '.join(errors[:5]))
     return 0
 
 # %% ../nbs/90_cli.ipynb #15284048
@@ -346,15 +418,24 @@ def _score(s):
 
 # %% ../nbs/90_cli.ipynb #174b2185
 def _predict_parser(sub):
-    p = sub.add_parser('predict', help='run a checkpoint on your own images: pictures with boxes, detections.json, a line per image')
-    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
-    p.add_argument('images', nargs='+', metavar='IMAGE_OR_FOLDER', help='image files, and folders of images (not searched recursively)')
-    p.add_argument('--out', default='ssd_out/predict', help='folder for <name>.png per image and detections.json (default ssd_out/predict). '
-                   'predict never writes over a file it did not write: a folder that holds input images, or files named like its outputs '
-                   'that an earlier predict did not write, is refused before any image is read')
+    p = sub.add_parser('predict', help='run a checkpoint on your own images: pictures with boxes, detections.json, '
+                                       'a line per image')
+    p.add_argument('--ckpt', required=True,
+                   help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    p.add_argument('images', nargs='+', metavar='IMAGE_OR_FOLDER',
+                   help='image files, and folders of images (not searched recursively)')
+    p.add_argument('--out', default='ssd_out/predict',
+                   help='folder for <name>.png per image and detections.json (default ssd_out/predict). '
+                        'predict never writes over a file it did not write: a folder that holds input images, '
+                        'or files named like its outputs that an earlier predict did not write, '
+                        'is refused before any image is read')
     p.add_argument('--score-thresh', type=_score, default=.3, help='keep detections scored above this (default 0.3)')
     p.add_argument('--bs', type=_positive, default=16, help='images per batch (default 16)')
-    p.add_argument('--fast-decode', action='store_true', help='decode JPEGs at a reduced scale still at least the model\'s input size (2-3x faster reading of large photos; pixels differ slightly from training\'s full decode); the pictures are saved at that reduced size, their boxes scaled to it, while detections.json stays in full-size pixels')
+    p.add_argument('--fast-decode', action='store_true',
+                   help='decode JPEGs at a reduced scale still at least the model\'s input size '
+                        '(2-3x faster reading of large photos; pixels differ slightly from training\'s full decode); '
+                        'the pictures are saved at that reduced size, their boxes scaled to it, '
+                        'while detections.json stays in full-size pixels')
     p.set_defaults(func=cmd_predict)
 
 # %% ../nbs/90_cli.ipynb #284a9ca9
@@ -362,30 +443,45 @@ _COMMANDS.append(_predict_parser)  # `ssd-tutorial predict` joins the parser
 
 # %% ../nbs/90_cli.ipynb #c9a01052
 def cmd_export(args):
-    "Write a checkpoint's network as ONNX or TorchScript (normalised batch in, raw `(clas, bbox)` out) and a JSON of its settings."
+    ("Write a checkpoint's network as ONNX or TorchScript (normalised batch in, raw `(clas, bbox)` out) "
+     "and a JSON of its settings.")
     t0 = time.time()
     out = prepare_out(args.out)
     model, cfg = load_checkpoint(args.ckpt, 'cpu')
     sz, A = cfg['size'], len(stage_priors(cfg['stage'], model, cfg['size'])[0])
-    path = export_model(model, sz, out / (Path(args.ckpt).with_suffix('').name + EXPORT_FORMATS[args.format]), args.format)
+    path = export_model(model, sz, out / (Path(args.ckpt).with_suffix('').name + EXPORT_FORMATS[args.format]),
+                        args.format)
     from fastai.vision.all import imagenet_stats
-    meta = dict(checkpoint=cfg, format=args.format, input=dict(name='images', shape=['batch', 3, sz, sz], dtype='float32',
-                preprocessing=f'RGB image squished to {sz}x{sz} (bilinear), divided by 255, minus mean, over std', mean=imagenet_stats[0], std=imagenet_stats[1]),
-                outputs=[dict(name='clas', shape=['batch', A, len(cfg['classes']) + 1], what='class logits, background first'),
+    meta = dict(checkpoint=cfg, format=args.format,
+                input=dict(name='images', shape=['batch', 3, sz, sz], dtype='float32',
+                           preprocessing=f'RGB image squished to {sz}x{sz} (bilinear), divided by 255, '
+                                         'minus mean, over std',
+                           mean=imagenet_stats[0], std=imagenet_stats[1]),
+                outputs=[dict(name='clas', shape=['batch', A, len(cfg['classes']) + 1],
+                              what='class logits, background first'),
                          dict(name='bbox', shape=['batch', A, 4], what='box activations')],
-                postprocessing=f"not in the model: ssd_tutorial.inference.Detector.postprocess ({cfg['stage']}, {cfg['loss']} read-out)")
+                postprocessing=f"not in the model: ssd_tutorial.inference.Detector.postprocess "
+                               f"({cfg['stage']}, {cfg['loss']} read-out)")
     (meta_path := path.with_name(path.name + '.json')).write_text(json.dumps(meta, indent=1))
-    print(f"{args.format}: {path} [{time.time() - t0:.0f}s]\ninput 'images': float32 [batch, 3, {sz}, {sz}], {meta['input']['preprocessing']} "
-          f"(ImageNet mean {imagenet_stats[0]}, std {imagenet_stats[1]})\noutputs 'clas' [batch, {A}, {len(cfg['classes']) + 1}] (class logits, background first), "
-          f"'bbox' [batch, {A}, 4] (box activations)\nnot included: decoding and NMS, which stay in Python (Detector.postprocess)\nsettings: {meta_path}")
+    print(f"{args.format}: {path} [{time.time() - t0:.0f}s]\n"
+          f"input 'images': float32 [batch, 3, {sz}, {sz}], {meta['input']['preprocessing']} "
+          f"(ImageNet mean {imagenet_stats[0]}, std {imagenet_stats[1]})\n"
+          f"outputs 'clas' [batch, {A}, {len(cfg['classes']) + 1}] (class logits, background first), "
+          f"'bbox' [batch, {A}, 4] (box activations)\n"
+          "not included: decoding and NMS, which stay in Python (Detector.postprocess)\n"
+          f"settings: {meta_path}")
     return 0
 
 # %% ../nbs/90_cli.ipynb #6721040f
 def _export_parser(sub):
-    p = sub.add_parser('export', help='write the network of a checkpoint as ONNX or TorchScript (post-processing stays in Python)')
-    p.add_argument('--ckpt', required=True, help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
-    p.add_argument('--format', choices=list(EXPORT_FORMATS), default='onnx', help='onnx (needs the onnx package) or torchscript (default onnx)')
-    p.add_argument('--out', default='ssd_out', help='folder for the exported model and its settings JSON (default ssd_out)')
+    p = sub.add_parser('export', help='write the network of a checkpoint as ONNX or TorchScript '
+                                      '(post-processing stays in Python)')
+    p.add_argument('--ckpt', required=True,
+                   help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    p.add_argument('--format', choices=list(EXPORT_FORMATS), default='onnx',
+                   help='onnx (needs the onnx package) or torchscript (default onnx)')
+    p.add_argument('--out', default='ssd_out',
+                   help='folder for the exported model and its settings JSON (default ssd_out)')
     p.set_defaults(func=cmd_export)
 
 _COMMANDS.append(_export_parser)  # `ssd-tutorial export` joins the parser

@@ -482,7 +482,8 @@ def squish(im:Image.Image, size:int)->np.ndarray:
     "`im` resized to `size` x `size` as in training (bilinear), as a `uint8` `[size, size, 3]` array."
     return np.asarray(im.resize((size, size), Image.BILINEAR))
 
-def stack_images(arrs:list)->Tensor: return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)   # `[h, w, 3]` arrays -> `[n, 3, h, w]`
+def stack_images(arrs:list)->Tensor: # `[h, w, 3]` arrays -> `[n, 3, h, w]`
+    return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2)
 
 # %% ../nbs/09_inference.ipynb #3e30ab5c
 def to_batch(ims:list, # 8-bit RGB PIL images, any sizes

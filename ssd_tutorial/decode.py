@@ -57,7 +57,8 @@ def nms(boxes:Tensor, # `[n, 4]` tlbr
 
 # %% ../nbs/05_nms.ipynb #05f0a020
 def split_detections(keep:Tensor, # kept candidates, by decreasing score
-                     img:Tensor, boxes:Tensor, scores:Tensor, labels:Tensor, # image, box, score, label of every candidate
+                     # image, box, score, label of every candidate
+                     img:Tensor, boxes:Tensor, scores:Tensor, labels:Tensor,
                      bs:int, # images in the batch
                      max_det:int # detections kept per image
                     )->list: # per image a dict of `boxes`, `scores`, `labels`, by decreasing score
@@ -67,7 +68,8 @@ def split_detections(keep:Tensor, # kept candidates, by decreasing score
     rank = torch.arange(len(keep), device=keep.device) - (n.cumsum(0) - n)[img[keep]]
     keep = keep[rank < max_det]
     n = torch.bincount(img[keep], minlength=bs).tolist()
-    return [dict(boxes=bo, scores=sc, labels=la) for bo, sc, la in zip(boxes[keep].split(n), scores[keep].split(n), labels[keep].split(n))]
+    return [dict(boxes=bo, scores=sc, labels=la)
+            for bo, sc, la in zip(boxes[keep].split(n), scores[keep].split(n), labels[keep].split(n))]
 
 # %% ../nbs/05_nms.ipynb #05f00003
 def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
@@ -81,7 +83,8 @@ def decode_preds(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
     "Detections of a batch: sigmoid scores, threshold, per-class NMS (`batched_nms`), the best `max_det` per image."
     bs, A, C1 = clas.shape
     if bbox.shape != (bs, A, 4) or len(anchors) != A:
-        raise ValueError(f'decode_preds: clas {tuple(clas.shape)}, bbox {tuple(bbox.shape)} and {len(anchors)} anchors do not agree')
+        raise ValueError(f'decode_preds: clas {tuple(clas.shape)}, bbox {tuple(bbox.shape)} '
+                         f'and {len(anchors)} anchors do not agree')
     clas, bbox = clas.as_subclass(Tensor).float(), bbox.as_subclass(Tensor).float()
     gs = cell_size.to(bbox.device) if isinstance(cell_size, Tensor) else cell_size
     boxes = actn_to_bb(bbox, anchors.to(bbox.device), gs).clamp(0, 1)            # (bs, A, 4)
@@ -103,7 +106,8 @@ def decode_loop(clas, bbox, anchors, cell_size, score_thresh=.05, iou_thresh=.45
             dets += [(float(sc[m][j]), boxes[m][j], k) for j in keep]
         dets = sorted(dets, key=lambda d: -d[0])[:max_det]
         res.append(dict(boxes=torch.stack([d[1] for d in dets]) if dets else bbox.new_zeros(0, 4),
-                        scores=torch.tensor([d[0] for d in dets]), labels=torch.tensor([d[2] for d in dets], dtype=torch.long)))
+                        scores=torch.tensor([d[0] for d in dets]),
+                        labels=torch.tensor([d[2] for d in dets], dtype=torch.long)))
     return res
 
 # %% ../nbs/05_nms.ipynb #05f00011
@@ -112,9 +116,10 @@ def group_nms(boxes:Tensor, # `[n, 4]` tlbr, in [0, 1]
               groups:Tensor, # `[n]` integer group of each box (its image and class)
               iou_thresh:float
              )->Tensor: # indices of the kept boxes, by decreasing score
-    "NMS within each group: one shifted `nms` call up to 4000 boxes; more, `_padded_nms` on a GPU, one `nms` per group on a CPU."
+    ("NMS within each group: one shifted `nms` call up to 4000 boxes; "
+     "more, `_padded_nms` on a GPU, one `nms` per group on a CPU.")
     if len(boxes) <= 4000:
-        shifted = boxes.double() + groups[:, None].double() * 2                     # boxes in [0,1]: 2 apart never overlap
+        shifted = boxes.double() + groups[:, None].double() * 2  # boxes in [0,1]: 2 apart never overlap
         return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
     if boxes.is_cuda: return _padded_nms(boxes, scores, groups, iou_thresh)
     order = groups.argsort(stable=True)                                             # each group's boxes side by side
@@ -128,28 +133,31 @@ def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float,
                 max_pairs:int=2**26, # float IoUs computed at a time
                 max_mask:int=2**28 # box pairs of the overlap mask (a byte each); more: `batched_nms`
                )->Tensor:
-    "NMS within each group, all groups at once (no Python loop over them): the kept indices by decreasing score, as `batched_nms`."
+    ("NMS within each group, all groups at once (no Python loop over them): "
+     "the kept indices by decreasing score, as `batched_nms`.")
     n, dev = len(boxes), boxes.device
     if n == 0: return torch.zeros(0, dtype=torch.long, device=dev)
     order = scores.argsort(descending=True, stable=True)
     order = order[groups[order].argsort(stable=True)]                              # by group, then by decreasing score
     counts = torch.unique_consecutive(groups[order], return_counts=True)[1]
     G, K = len(counts), int(counts.max())
-    if G * K * K > max_mask: return batched_nms(boxes, scores, groups, iou_thresh)  # the mask would not fit: one `nms` per group
+    # the mask would not fit: one `nms` per group
+    if G * K * K > max_mask: return batched_nms(boxes, scores, groups, iou_thresh)
     gi = torch.repeat_interleave(torch.arange(G, device=dev), counts)             # each sorted box's group and its
     pos = torch.arange(n, device=dev) - (counts.cumsum(0) - counts)[gi]           # place in that group's row
     idx = torch.full((G, K), -1, dtype=torch.long, device=dev); idx[gi, pos] = order
-    b = boxes[idx.clamp(min=0)]                                                     # [G, K, 4]; padding rows are never kept
-    over = torch.empty(G, K, K, dtype=torch.bool, device=dev)                       # over[g, i, j]: box j overlaps box i too much
-    for s in range(0, G, max(1, max_pairs // (K * K))):                             # slices of groups: memory, not a loop per group
+    b = boxes[idx.clamp(min=0)]                                      # [G, K, 4]; padding rows are never kept
+    over = torch.empty(G, K, K, dtype=torch.bool, device=dev)        # over[g, i, j]: box j overlaps box i too much
+    for s in range(0, G, max(1, max_pairs // (K * K))):              # slices of groups: memory, not a loop per group
         x = b[s:s + max(1, max_pairs // (K * K))]
         area = (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])
-        wh = (torch.min(x[:, :, None, 2:], x[:, None, :, 2:]) - torch.max(x[:, :, None, :2], x[:, None, :, :2])).clamp(min=0)
+        wh = (torch.min(x[:, :, None, 2:], x[:, None, :, 2:])
+              - torch.max(x[:, :, None, :2], x[:, None, :, :2])).clamp(min=0)
         inter = wh[..., 0] * wh[..., 1]
         over[s:s + len(x)] = inter / (area[:, :, None] + area[:, None, :] - inter) > iou_thresh
-    over &= torch.ones(K, K, dtype=torch.bool, device=dev).triu(1)                 # only later (lower-scored) boxes are removed
+    over &= torch.ones(K, K, dtype=torch.bool, device=dev).triu(1)   # only later (lower-scored) boxes are removed
     removed = idx < 0
-    for i in range(K): removed |= over[:, i] & ~removed[:, i:i + 1]                 # box i, if kept, removes what it overlaps
+    for i in range(K): removed |= over[:, i] & ~removed[:, i:i + 1]  # box i, if kept, removes what it overlaps
     keep = idx[~removed]
     return keep[scores[keep].argsort(descending=True, stable=True)]
 
@@ -163,10 +171,12 @@ def decode_ssd(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
                max_det:int=200, # detections kept per image
                variances=(.1, .2) # of `decode_boxes`
               )->list: # per image a dict of `boxes` `[n,4]` (tlbr, [0,1]), `scores` `[n]`, `labels` `[n]` (1..C)
-    "Detections of a batch of SSD outputs: softmax scores, `decode_boxes`, top-k per class, per-class NMS, the best `max_det`."
+    ("Detections of a batch of SSD outputs: softmax scores, `decode_boxes`, top-k per class, per-class NMS, "
+     "the best `max_det`.")
     bs, A, C1 = clas.shape
     if bbox.shape != (bs, A, 4) or len(anchors) != A:
-        raise ValueError(f'decode_ssd: clas {tuple(clas.shape)}, bbox {tuple(bbox.shape)} and {len(anchors)} anchors do not agree')
+        raise ValueError(f'decode_ssd: clas {tuple(clas.shape)}, bbox {tuple(bbox.shape)} '
+                         f'and {len(anchors)} anchors do not agree')
     clas, bbox = clas.as_subclass(Tensor).float(), bbox.as_subclass(Tensor).float()
     boxes = decode_boxes(bbox, anchors.to(bbox.device), variances).clamp(0, 1)        # (bs, A, 4)
     scores = F.softmax(clas, -1)[..., 1:].transpose(1, 2)                              # (bs, C, A)

@@ -32,8 +32,9 @@ def init_distrib(backend:str|None=None, # default `nccl` where CUDA is, else `gl
         cuda = torch.cuda.is_available()
         if cuda:   # one GPU per process: process `LOCAL_RANK` of this machine on GPU `LOCAL_RANK`
             here, gpus = int(os.environ.get('LOCAL_WORLD_SIZE', num_distrib())), torch.cuda.device_count()
-            if here > gpus: raise RuntimeError(f"{here} processes on this machine but {gpus} GPU{'s' * (gpus != 1)}: start at most {gpus} "
-                                               "(torchrun --nproc_per_node), or hide the GPUs (CUDA_VISIBLE_DEVICES='') to run them on the CPU")
+            if here > gpus: raise RuntimeError(f"{here} processes on this machine but {gpus} GPU{'s' * (gpus != 1)}: "
+                                               f"start at most {gpus} (torchrun --nproc_per_node), or hide the GPUs "
+                                               "(CUDA_VISIBLE_DEVICES='') to run them on the CPU")
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         dist.init_process_group(backend or ('nccl' if cuda else 'gloo'), timeout=datetime.timedelta(seconds=timeout))
     return dist.get_world_size()
@@ -48,14 +49,16 @@ def first_on_rank0(f, *args, **kwargs):
 
 # %% ../nbs/07b_distributed.ipynb #7b00000e
 def _broadcast(self:DistributedDL, t, rank):
-    "`DistributedDL._broadcast` while `ddp_ctx` runs: the list `t` from `rank`, on the GPU for `nccl`, on the CPU for `gloo` (fastai's own is GPU only)."
+    ("`DistributedDL._broadcast` while `ddp_ctx` runs: the list `t` from `rank`, on the GPU for `nccl`, "
+     "on the CPU for `gloo` (fastai's own is GPU only).")
     t = torch.tensor(t, dtype=torch.long, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
     dist.broadcast(t, rank)
     return t.cpu().tolist()
 
 # %% ../nbs/07b_distributed.ipynb #7b000016
 def ddp_loss_scale(loss_func, world:int)->int:
-    "What each process's loss is multiplied by so that DDP's mean gradient is the global batch's: `world` for a loss that sums over the images (`sums_images`, as `SigmoidL1Loss`), else 1."
+    ("What each process's loss is multiplied by so that DDP's mean gradient is the global batch's: "
+     "`world` for a loss that sums over the images (`sums_images`, as `SigmoidL1Loss`), else 1.")
     return world if getattr(loss_func, 'sums_images', False) else 1
 
 # %% ../nbs/07b_distributed.ipynb #538ababb
@@ -68,7 +71,8 @@ class DDPLossScale(Callback):
 
 # %% ../nbs/07b_distributed.ipynb #7b000019
 def _all_reduce(x:Tensor)->Tensor:
-    "The sum of `x` over the processes, passing gradients back to each (torch's public all-reduce; the replacement its deprecation warning names is private)."
+    ("The sum of `x` over the processes, passing gradients back to each "
+     "(torch's public all-reduce; the replacement its deprecation warning names is private).")
     from torch.distributed.nn.functional import all_reduce
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*torch.distributed.nn.functional.all_reduce is deprecated')
@@ -76,7 +80,8 @@ def _all_reduce(x:Tensor)->Tensor:
 
 # %% ../nbs/07b_distributed.ipynb #b443c5f1
 class AllReduceBatchNorm(nn.BatchNorm2d):
-    "`BatchNorm2d` whose training statistics are the global batch's (all-reduced over the processes): `SyncBatchNorm` for CPUs."
+    ("`BatchNorm2d` whose training statistics are the global batch's (all-reduced over the processes): "
+     "`SyncBatchNorm` for CPUs.")
     def forward(self, x:Tensor)->Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1): return super().forward(x)
         n = _all_reduce(x.new_tensor(x.numel() / x.shape[1]))                         # images x pixels, all processes
@@ -85,7 +90,8 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()   # None: cumulative mean
+                # None: cumulative mean
+                m = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked.item()
                 self.running_mean.lerp_(mean, m); self.running_var.lerp_(var * n / (n - 1), m)
         y = (x - mean[:, None, None]) / (var[:, None, None] + self.eps).sqrt()
         return y * self.weight[:, None, None] + self.bias[:, None, None] if self.affine else y
@@ -117,7 +123,8 @@ def scale_lr(lr:float, # the learning rate for one process's batch `bs`
 def ddp_ctx(learn:Learner, sync_bn:bool=False, # batch norm statistics over the global batch
             seed:int|None=None # reseed each process with `seed + rank` (augmentations differ between processes)
            ):
-    "fastai's `distrib_ctx` on GPUs and CPUs: DDP model, sharded data, loss scaled for the global batch; nothing outside `torchrun`."
+    ("fastai's `distrib_ctx` on GPUs and CPUs: DDP model, sharded data, loss scaled for the global batch; "
+     "nothing outside `torchrun`.")
     world = init_distrib()
     if world <= 1: yield learn; return
     cpu = not torch.cuda.is_available()
@@ -132,9 +139,11 @@ def ddp_ctx(learn:Learner, sync_bn:bool=False, # batch norm statistics over the 
 
 # %% ../nbs/07b_distributed.ipynb #7b000022
 class _Capture(Callback):
-    "`ddp_check`'s probe: dtype, batch-norm mode and dropout-free inputs; the first batch and gradient; stop after `steps`."
+    ("`ddp_check`'s probe: dtype, batch-norm mode and dropout-free inputs; the first batch and gradient; "
+     "stop after `steps`.")
     order = 90
-    def __init__(self, steps, dtype, bn, crash_rank): self.steps, self.dtype, self.bn, self.crash_rank, self.g = steps, dtype, bn, crash_rank, None
+    def __init__(self, steps, dtype, bn, crash_rank):
+        self.steps, self.dtype, self.bn, self.crash_rank, self.g = steps, dtype, bn, crash_rank, None
     def before_batch(self):
         self.learn.xb = (self.learn.xb[0].to(self.dtype),)
         if self.bn == 'eval': [m.eval() for m in self.learn.model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -142,7 +151,8 @@ class _Capture(Callback):
         if self.g is None:
             self.xb, self.yb = self.learn.xb[0].detach().clone(), [y.detach().clone() for y in self.learn.yb]
             self.g = [p.grad.detach().clone() for p in self.learn.model.parameters()]
-        if self.crash_rank == rank_distrib(): raise RuntimeError(f'process {rank_distrib()} fails on purpose after its first backward pass')
+        if self.crash_rank == rank_distrib():
+            raise RuntimeError(f'process {rank_distrib()} fails on purpose after its first backward pass')
     def after_batch(self):
         if self.training and self.learn.train_iter >= self.steps: raise CancelFitException()
 
@@ -161,12 +171,14 @@ def _gather_padded(t:Tensor)->Tensor:
 
 # %% ../nbs/07b_distributed.ipynb #7b000023
 def ddp_check(steps:int=3, # training steps
-              bn:str='sync', # batch norm: 'sync' (over the global batch), 'eval' (running statistics), 'local' (each process's own)
+              # batch norm: 'sync' (over the global batch), 'eval' (running statistics), 'local' (each process's own)
+              bn:str='sync',
               dtype=torch.float64, # float64 shows the parity of the arithmetic; float32 adds its rounding
               bs:int=4, n_train:int=32, size:int=128, # batch per process, training images, input size
               crash_rank:int|None=None # this process raises after its first backward pass (how a failure ends a run)
              )->dict|None: # on process 0, the parity figures; elsewhere None
-    "Run in every process of `torchrun`: a few DDP steps of the grid4x4 detector, compared with one process on the global batch."
+    ("Run in every process of `torchrun`: a few DDP steps of the grid4x4 detector, "
+     "compared with one process on the global batch.")
     if bn not in ('sync', 'eval', 'local'): raise ValueError(f"bn must be 'sync', 'eval' or 'local', got {bn!r}")
     world, rank = init_distrib(), rank_distrib()
     path = first_on_rank0(get_shapes, n_train, 8, size, 0, 'easy', progress=False)
@@ -178,19 +190,24 @@ def ddp_check(steps:int=3, # training steps
         if isinstance(m, nn.Dropout): m.p = 0.
     ref = copy.deepcopy(model)   # the one-process reference, from the same start
     anchors, gs = grid_anchors(4), .25
-    learn = Learner(dls, model, loss_func=SigmoidL1Loss(anchors, gs), cbs=[cap := _Capture(steps, dtype, bn, crash_rank)])
+    learn = Learner(dls, model, loss_func=SigmoidL1Loss(anchors, gs),
+                    cbs=[cap := _Capture(steps, dtype, bn, crash_rank)])
     with learn.no_logging(), learn.no_bar(), ddp_ctx(learn, sync_bn=bn == 'sync'): learn.fit(1, 1e-3)
     ws = _gather(torch.cat([p.detach().reshape(-1) for p in learn.model.parameters()]))
     bufs = _gather(torch.cat([b.detach().reshape(-1).to(dtype) for b in learn.model.buffers()]))
-    xb, bb, lb = torch.cat(_gather(cap.xb.as_subclass(Tensor))), *(_gather_padded(y.as_subclass(Tensor)) for y in cap.yb)
-    if rank != 0: distrib_barrier(); return None   # wait for process 0's reference: no process leaves while another computes
+    xb, bb, lb = (torch.cat(_gather(cap.xb.as_subclass(Tensor))),
+                  *(_gather_padded(y.as_subclass(Tensor)) for y in cap.yb))
+    # wait for process 0's reference: no process leaves while another computes
+    if rank != 0: distrib_barrier(); return None
     ref.to(xb.device).train()
     if bn == 'eval': [m.eval() for m in ref.modules() if isinstance(m, nn.BatchNorm2d)]
     SigmoidL1Loss(anchors, gs)(ref(xb), bb, lb).backward()
     g1 = torch.cat([p.grad.reshape(-1) for p in ref.parameters()])
     gd = torch.cat([g.reshape(-1) for g in cap.g])
-    res = dict(processes=world, backend=dist.get_backend(), bn=bn, dtype=str(dtype).replace('torch.', ''), global_batch=len(xb), steps=steps,
-               weights_diff=max((w - ws[0]).abs().max().item() for w in ws), bn_stats_diff=max((b - bufs[0]).abs().max().item() for b in bufs),
+    res = dict(processes=world, backend=dist.get_backend(), bn=bn, dtype=str(dtype).replace('torch.', ''),
+               global_batch=len(xb), steps=steps,
+               weights_diff=max((w - ws[0]).abs().max().item() for w in ws),
+               bn_stats_diff=max((b - bufs[0]).abs().max().item() for b in bufs),
                grad_diff=(gd - g1).abs().max().item(), grad_max=g1.abs().max().item())
     distrib_barrier()
     return res
@@ -202,9 +219,10 @@ def torchrun(args:list, # a Python script and its arguments; with `python=False`
              python:bool=True, threads:int=1, # `OMP_NUM_THREADS` of each process
              env:dict|None=None, cwd=None)->subprocess.CompletedProcess:
     "Run `args` in `nproc` processes with `torchrun --standalone`; stdout and stderr together in `.stdout`."
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}', *([] if python else ['--no-python']), *map(str, args)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, start_new_session=True,
-                         env={**os.environ, 'OMP_NUM_THREADS': str(threads), **(env or {})})
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
+           *([] if python else ['--no-python']), *map(str, args)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                         start_new_session=True, env={**os.environ, 'OMP_NUM_THREADS': str(threads), **(env or {})})
     try: out, _ = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(p.pid, signal.SIGKILL); out, _ = p.communicate()

@@ -55,21 +55,26 @@ def as_rgb(img)->Image.Image:
 
 # %% ../nbs/09_inference.ipynb #f47eb19c
 class Detector:
-    "A trained detector for images of any size: `det(images)` -> per image `boxes` (tlbr, original pixels), `scores`, `labels`."
+    ("A trained detector for images of any size: `det(images)` -> "
+     "per image `boxes` (tlbr, original pixels), `scores`, `labels`.")
     def __init__(self, model:nn.Module, classes:list, # the model and its class names (no background)
-                 size:int, anchors:Tensor, cell_size, # input side; default boxes `[A, 4]` cthw and cell sizes (`stage_priors`)
-                 detect=decode_preds, # read-out `detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)`
+                 # input side; default boxes `[A, 4]` cthw and cell sizes (`stage_priors`)
+                 size:int, anchors:Tensor, cell_size,
+                 # read-out `detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)`
+                 detect=decode_preds,
                  device=None, # default: CUDA when there is one, else the CPU
                  score_thresh:float=.3, iou_thresh:float=.45, max_det:int=100, # kept detections
                  bs:int=16, # images per batch
                  bf16:bool|None=None, # bfloat16 autocast; default: where the device has it natively
-                 fast_decode:bool=False # JPEG files decoded at the smallest of 1/2, 1/4, 1/8 scale still `size` px each way
+                 # JPEG files decoded at the smallest of 1/2, 1/4, 1/8 scale still `size` px each way
+                 fast_decode:bool=False
                 ):
         self.device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
         self.model, self.classes, self.size, self.detect = model.to(self.device).eval(), list(classes), size, detect
         self.anchors = anchors.to(self.device)
         self.cell_size = cell_size.to(self.device) if isinstance(cell_size, Tensor) else cell_size
-        self.score_thresh, self.iou_thresh, self.max_det, self.bs, self.fast_decode = score_thresh, iou_thresh, max_det, bs, fast_decode
+        self.score_thresh, self.iou_thresh, self.max_det, self.bs, self.fast_decode = (score_thresh, iou_thresh,
+                                                                                       max_det, bs, fast_decode)
         self.bf16 = bf16_native(self.device) if bf16 is None else bf16
         if self.bf16: self.model.to(memory_format=torch.channels_last)
         self.config = dict(classes=self.classes, size=size)
@@ -85,26 +90,31 @@ class Detector:
         return det
 
     def __repr__(self):
-        return (f"Detector({self.config.get('stage', type(self.model).__name__)}, {len(self.classes)} classes, {self.size}px, {self.device}"
-                f"{', bfloat16' if self.bf16 else ''}, score_thresh={self.score_thresh}, iou_thresh={self.iou_thresh}, max_det={self.max_det})")
+        return (f"Detector({self.config.get('stage', type(self.model).__name__)}, {len(self.classes)} classes, "
+                f"{self.size}px, {self.device}"
+                f"{', bfloat16' if self.bf16 else ''}, score_thresh={self.score_thresh}, iou_thresh={self.iou_thresh}, "
+                f"max_det={self.max_det})")
 
 # %% ../nbs/09_inference.ipynb #7ac21be0
 @patch
 def forward(self:Detector, xb:Tensor)->tuple:
-    "Raw `(clas, bbox)` (float32) of a `uint8` batch from `to_batch`: `forward_batch` (one copy to the device, normalised there)."
+    ("Raw `(clas, bbox)` (float32) of a `uint8` batch from `to_batch`: "
+     "`forward_batch` (one copy to the device, normalised there).")
     return forward_batch(self.model, xb, self.bf16, self.device)
 
 # %% ../nbs/09_inference.ipynb #547a10d1
 @patch
 def postprocess(self:Detector, clas:Tensor, bbox:Tensor, sizes:list)->list:
     "Detections of raw outputs: the read-out, then boxes scaled to each image's `(w, h)` in `sizes`."
-    with torch.inference_mode(): dec = self.detect(clas, bbox, self.anchors, self.cell_size, self.score_thresh, self.iou_thresh, self.max_det)
+    with torch.inference_mode():
+        dec = self.detect(clas, bbox, self.anchors, self.cell_size, self.score_thresh, self.iou_thresh, self.max_det)
     return [dict(d, size=tuple(s)) for d, s in zip(preds_to_dets(dec, sizes, self.classes), sizes)]
 
 # %% ../nbs/09_inference.ipynb #52287759
 @patch
 def _detect(self:Detector, ims:list, xb:Tensor)->list:
-    "Detections of the images `ims`, batched as `xb`, with boxes in each image's full size (`.info['full_size']` of a fast decode)."
+    ("Detections of the images `ims`, batched as `xb`, "
+     "with boxes in each image's full size (`.info['full_size']` of a fast decode).")
     return self.postprocess(*self.forward(xb), [im.info.get('full_size', im.size) for im in ims])
 
 # %% ../nbs/09_inference.ipynb #56431f75
@@ -116,7 +126,8 @@ def read(self:Detector, img)->Image.Image:
 # %% ../nbs/09_inference.ipynb #9be98e36
 @patch
 def _prep(self:Detector, img)->tuple:
-    "`(image, squished uint8 array)` of one input (as `read` and `to_batch` make them), or `(ImageError, None)` for a file that cannot be read."
+    ("`(image, squished uint8 array)` of one input (as `read` and `to_batch` make them), "
+     "or `(ImageError, None)` for a file that cannot be read.")
     try: im = self.read(img)
     except ImageError as e: return e, None
     return im, squish(im, self.size)
@@ -124,10 +135,13 @@ def _prep(self:Detector, img)->tuple:
 # %% ../nbs/09_inference.ipynb #13ca5e15
 @patch
 def batches(self:Detector, images:list,
-            ahead:bool|None=None # read the next batch while the caller runs this one; default: when the model is not on the CPU
+            # read the next batch while the caller runs this one; default: when the model is not on the CPU
+            ahead:bool|None=None
            ):
-    "`(images, xb)` for each `bs` inputs: `xb` is the `to_batch` of those read; a file that cannot be read is its `ImageError` in `images`."
-    if ahead is None: ahead = self.device.type != 'cpu'   # on the CPU, reading would take cores from the network (see the end)
+    ("`(images, xb)` for each `bs` inputs: `xb` is the `to_batch` of those read; "
+     "a file that cannot be read is its `ImageError` in `images`.")
+    # on the CPU, reading would take cores from the network (see the end)
+    if ahead is None: ahead = self.device.type != 'cpu'
     def load(b):
         res = thread_map(self._prep, b)   # each image read and squished in one pass, one thread per core
         arrs = [a for _, a in res if a is not None]
@@ -138,7 +152,8 @@ def batches(self:Detector, images:list,
         nxt = ex.submit(load, chunks[0]) if chunks else None
         for i in range(len(chunks)):
             cur = nxt.result()
-            if i + 1 < len(chunks): nxt = ex.submit(load, chunks[i + 1])   # read-ahead: overlaps with the model on this batch
+            # read-ahead: overlaps with the model on this batch
+            if i + 1 < len(chunks): nxt = ex.submit(load, chunks[i + 1])
             yield cur
 
 # %% ../nbs/09_inference.ipynb #089aa259
@@ -158,7 +173,8 @@ def _colour(label, classes)->tuple:
     return cols[(classes.index(label) if classes and label in classes else 0) % len(cols)]
 
 def _boxes_on(dets:dict, size:tuple)->Tensor:
-    "The boxes of `dets` on a picture of `size` (w, h): scaled from `dets['size']`, the size they are in, when that differs."
+    ("The boxes of `dets` on a picture of `size` (w, h): "
+     "scaled from `dets['size']`, the size they are in, when that differs.")
     b, made = dets['boxes'], dets.get('size')
     if made is None or tuple(made) == tuple(size): return b
     return b * b.new_tensor([size[0] / made[0], size[1] / made[1]] * 2)
@@ -170,7 +186,8 @@ def show_detections(img, # anything `as_rgb` reads
                     ax=None, figsize=(4, 4), title:str|None=None):
     "Show `img` with the boxes, names and scores of `dets` (scaled to `img` if `dets['size']` is another size)."
     im = as_rgb(img)
-    return show_boxes(im, _boxes_on(dets, im.size), dets['labels'], dets['scores'], classes=classes, ax=ax, figsize=figsize, title=title)
+    return show_boxes(im, _boxes_on(dets, im.size), dets['labels'], dets['scores'], classes=classes, ax=ax,
+                      figsize=figsize, title=title)
 
 # %% ../nbs/09_inference.ipynb #c1fe0697
 def _font(px:int):
@@ -179,7 +196,8 @@ def _font(px:int):
 
 # %% ../nbs/09_inference.ipynb #2792860b
 def draw_detections(img, dets:dict, classes:list|None=None)->Image.Image:
-    "A copy of `img` with the boxes of `dets` (scaled to it if `dets['size']` is another size) in their class colours, captioned with name and score."
+    ("A copy of `img` with the boxes of `dets` (scaled to it if `dets['size']` is another size) "
+     "in their class colours, captioned with name and score.")
     im = as_rgb(img).copy()
     d, lw = ImageDraw.Draw(im), max(1, round(max(im.size) / 250))
     font = _font(max(10, 5 * lw + 5))
@@ -187,20 +205,24 @@ def draw_detections(img, dets:dict, classes:list|None=None)->Image.Image:
         c = tuple(round(255 * v) for v in _colour(l, classes)[:3])
         d.rectangle(b, outline='black', width=lw + 2)
         d.rectangle(b, outline=c, width=lw)
-        d.text((b[0] + lw + 1, b[1] + lw + 1), f'{l} {s:.2f}', fill=c, font=font, stroke_width=max(1, lw // 2), stroke_fill='black')
+        d.text((b[0] + lw + 1, b[1] + lw + 1), f'{l} {s:.2f}', fill=c, font=font,
+               stroke_width=max(1, lw // 2), stroke_fill='black')
     return im
 
 # %% ../nbs/09_inference.ipynb #4daf81c2
-IMAGE_EXTS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.pnm')
+IMAGE_EXTS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp',
+              '.ppm', '.pgm', '.pbm', '.pnm')
 
 # %% ../nbs/09_inference.ipynb #fea7fc57
 def image_files(paths)->tuple: # `(files, skipped)`
-    "The files of `paths` and the images inside its folders (by extension, sorted, not recursive); the folders' other files are `skipped`."
+    ("The files of `paths` and the images inside its folders (by extension, sorted, not recursive); "
+     "the folders' other files are `skipped`.")
     files, skipped = [], []
     for p in map(Path, [paths] if isinstance(paths, (str, os.PathLike)) else paths):
         if p.is_dir():
             for f in sorted(p.iterdir()):
-                if f.is_file() and not f.name.startswith('.'): (files if f.suffix.lower() in IMAGE_EXTS else skipped).append(f)
+                if f.is_file() and not f.name.startswith('.'):
+                    (files if f.suffix.lower() in IMAGE_EXTS else skipped).append(f)
         elif p.is_file(): files.append(p)
         else: raise FileNotFoundError(f'{p}: no such image file or folder')
     return files, skipped
@@ -208,12 +230,14 @@ def image_files(paths)->tuple: # `(files, skipped)`
 # %% ../nbs/09_inference.ipynb #cf5694b6
 @patch
 def iter_files(self:Detector, fns:list):
-    "`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; `(fn, None, ImageError)` for one that cannot be read."
+    ("`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; "
+     "`(fn, None, ImageError)` for one that cannot be read.")
     fns = list(fns)
     for i, (ims, xb) in zip(range(0, len(fns), self.bs), self.batches(fns)):
         good = [im for im in ims if isinstance(im, Image.Image)]
         dets = iter(self._detect(good, xb) if good else [])
-        for fn, im in zip(fns[i:i + self.bs], ims): yield (fn, im, next(dets)) if isinstance(im, Image.Image) else (fn, None, im)
+        for fn, im in zip(fns[i:i + self.bs], ims):
+            yield (fn, im, next(dets)) if isinstance(im, Image.Image) else (fn, None, im)
 
 # %% ../nbs/09_inference.ipynb #f6747d7c
 EXPORT_FORMATS = {'onnx': '.onnx', 'torchscript': '.torchscript.pt'}
@@ -230,7 +254,8 @@ def export_model(model:nn.Module, size:int, # the network (any stage's) and its 
                  format:str='onnx' # 'onnx' or 'torchscript'
                 )->Path:
     "Write `model` as ONNX or TorchScript: normalised images `[bs, 3, size, size]` -> raw `(clas, bbox)`, any `bs`."
-    if format not in EXPORT_FORMATS: raise ValueError(f'unknown export format {format!r}; known: {list(EXPORT_FORMATS)}')
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f'unknown export format {format!r}; known: {list(EXPORT_FORMATS)}')
     if format == 'onnx': _need('onnx', 'ONNX export')
     m = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
     x, path = torch.randn(2, 3, size, size), Path(path)
@@ -241,16 +266,20 @@ def export_model(model:nn.Module, size:int, # the network (any stage's) and its 
             ts = torch.jit.trace(m, x)
             atomic_write(path, lambda f: ts.save(str(f)))
         else: atomic_write(path, lambda f: torch.onnx.export(m, (x,), str(f), dynamo=False, opset_version=17,
-                                input_names=['images'], output_names=['clas', 'bbox'], dynamic_axes={n: {0: 'batch'} for n in ('images', 'clas', 'bbox')}))
+                                input_names=['images'], output_names=['clas', 'bbox'],
+                                dynamic_axes={n: {0: 'batch'} for n in ('images', 'clas', 'bbox')}))
     return path
 
 # %% ../nbs/09_inference.ipynb #9f74a2f5
 def load_exported(path):
-    "`f(xb) -> (clas, bbox)` (CPU torch tensors) running a file written by `export_model`: onnxruntime for ONNX, torch for TorchScript."
+    ("`f(xb) -> (clas, bbox)` (CPU torch tensors) running a file written by `export_model`: "
+     "onnxruntime for ONNX, torch for TorchScript.")
     path = Path(path)
     if path.suffix == '.onnx':
-        sess = _need('onnxruntime', 'running an ONNX model').InferenceSession(str(path), providers=['CPUExecutionProvider'])
-        return lambda xb: tuple(torch.from_numpy(o) for o in sess.run(None, {'images': xb.detach().cpu().float().numpy()}))
+        sess = _need('onnxruntime', 'running an ONNX model').InferenceSession(str(path),
+                                                                              providers=['CPUExecutionProvider'])
+        return lambda xb: tuple(torch.from_numpy(o)
+                                for o in sess.run(None, {'images': xb.detach().cpu().float().numpy()}))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore'); m = torch.jit.load(str(path), map_location='cpu').eval()
     def run(xb):

@@ -77,7 +77,8 @@ class FocalLoss:
                  gt_clas:Tensor # `[..., A]`, 0 = background
                 )->Tensor:
         if logits.shape[-1] != self.n_classes + 1:
-            raise ValueError(f'FocalLoss({self.n_classes}) expects {self.n_classes + 1} class columns, got {logits.shape[-1]}')
+            raise ValueError(f'FocalLoss({self.n_classes}) expects {self.n_classes + 1} class columns, '
+                             f'got {logits.shape[-1]}')
         x = logits[..., 1:]
         t = F.one_hot(gt_clas, self.n_classes + 1)[..., 1:].to(x.dtype)
         p = torch.sigmoid(x)
@@ -102,7 +103,8 @@ def _iou_rows(a:Tensor, # boxes `[n, 4]` tlbr
 def _bg_loss(clas:Tensor)->Tensor:
     "Cross-entropy of every box `[bs, A]` with class 0; on a CPU by groups of about 1M logits, which stay in the cache."
     bs, A, C1 = clas.shape
-    return torch.cat([F.cross_entropy(c.reshape(-1, C1), c.new_zeros(len(c) * A, dtype=torch.long), reduction='none').view(-1, A)
+    return torch.cat([F.cross_entropy(c.reshape(-1, C1), c.new_zeros(len(c) * A, dtype=torch.long),
+                                      reduction='none').view(-1, A)
                       for c in clas.split(cache_step(clas))])
 
 # %% ../nbs/07_ssd300.ipynb #a2415825
@@ -113,7 +115,8 @@ class MultiBoxLoss:
                  neg_pos:float=3, # hard negatives per positive, per image
                  alpha:float=1., # weight of the localisation loss
                  variances=(.1, .2)): # of `encode_boxes`
-        self.anchors, self.iou_thresh, self.neg_pos, self.alpha, self.variances = anchors, iou_thresh, neg_pos, alpha, variances
+        (self.anchors, self.iou_thresh, self.neg_pos,
+         self.alpha, self.variances) = anchors, iou_thresh, neg_pos, alpha, variances
         self.bt = cthw2tlbr(anchors).t().contiguous()                                   # tlbr rows, for `_iou_rows`
     def match(self, bboxes:Tensor, labels:Tensor)->tuple:
         "`(gt [bs, M, 4] in [0,1], gt_idx [bs, A], pos [bs, A], gt_clas [bs, A])` for fastai targets in [-1,1]."
@@ -124,18 +127,19 @@ class MultiBoxLoss:
     def parts(self, preds, bboxes, labels)->tuple:
         "The `(L_conf / N, L_loc / N)` parts of the loss."
         clas, bbox = (p.as_subclass(Tensor).float() for p in preds)
-        if self.anchors.device != bbox.device: self.anchors, self.bt = self.anchors.to(bbox.device), self.bt.to(bbox.device)
-        gt, gt_idx, pos, gt_clas = self.match(bboxes, labels)                            # `fastai_targets` converts them
-        img, anc = pos.nonzero(as_tuple=True)                                             # every positive of the batch
+        if self.anchors.device != bbox.device:
+            self.anchors, self.bt = self.anchors.to(bbox.device), self.bt.to(bbox.device)
+        gt, gt_idx, pos, gt_clas = self.match(bboxes, labels)                           # `fastai_targets` converts them
+        img, anc = pos.nonzero(as_tuple=True)                                           # every positive of the batch
         target = encode_boxes(gt[img, gt_idx[img, anc]], self.anchors[anc], self.variances)
         loc = F.smooth_l1_loss(bbox[img, anc], target, reduction='sum')
-        n_pos = pos.sum(1)                                                                # (bs,)
-        with torch.no_grad():                                                             # rank the negatives
-            bg = _bg_loss(clas).masked_fill_(pos, -math.inf)                             # (bs, A) background loss
+        n_pos = pos.sum(1)                                                              # (bs,)
+        with torch.no_grad():                                                           # rank the negatives
+            bg = _bg_loss(clas).masked_fill_(pos, -math.inf)                            # (bs, A) background loss
             n_neg = torch.minimum(torch.ceil(self.neg_pos * n_pos).long(), pos.shape[1] - n_pos)
-            top = bg.topk(int(n_neg.max()), 1).indices                                   # (bs, k) hardest first
+            top = bg.topk(int(n_neg.max()), 1).indices                                  # (bs, k) hardest first
             ni, nj = (torch.arange(top.shape[1], device=top.device) < n_neg[:, None]).nonzero(as_tuple=True)
-        rows = (torch.cat([img, ni]), torch.cat([anc, top[ni, nj]]))                     # positives + hard negatives
+        rows = (torch.cat([img, ni]), torch.cat([anc, top[ni, nj]]))                    # positives + hard negatives
         conf = F.cross_entropy(clas[rows], torch.cat([gt_clas[img, anc], torch.zeros_like(ni)]), reduction='sum')
         N = n_pos.sum().clamp(min=1)
         return conf / N, loc / N

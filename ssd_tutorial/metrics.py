@@ -33,7 +33,8 @@ def _prep(gts:list, dets:list, classes=None)->tuple:
     if isinstance(classes, int): classes = list(range(1, classes + 1))                # integer labels 1..n
     if classes is None:
         found = {l.item() if hasattr(l, 'item') else l for ls in labels for l in ls}
-        classes = sorted(found) if any(isinstance(l, str) for l in found) else list(range(1, int(max(found, default=0)) + 1))
+        classes = (sorted(found) if any(isinstance(l, str) for l in found)
+                   else list(range(1, int(max(found, default=0)) + 1)))
     idx = {c: i + 1 for i, c in enumerate(classes)}
     def lab(ls, what, i):
         ls = [l.item() if hasattr(l, 'item') else l for l in ls]
@@ -42,14 +43,17 @@ def _prep(gts:list, dets:list, classes=None)->tuple:
         return np.array([idx[l] for l in ls], dtype=int)
     flag = lambda g, k, n: (_np(_get(g, k), bool) if _get(g, k) is not None else np.zeros(n, bool)).reshape(-1)
     G = [dict(b=_np(_get(g, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4), l=lab(ls, 'the ground truth', i),
-              d=flag(g, 'difficult', len(ls)), c=flag(g, 'crowd', len(ls))) for i, (g, ls) in enumerate(zip(gts, labels))]
-    D = [dict(b=_np(_get(d, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4), s=_np(_get(d, 'scores', []), float).reshape(-1),
-              l=lab(ls, 'the detections', i)) for i, (d, ls) in enumerate(zip(dets, labels[len(gts):]))]
+              d=flag(g, 'difficult', len(ls)), c=flag(g, 'crowd', len(ls)))
+         for i, (g, ls) in enumerate(zip(gts, labels))]
+    D = [dict(b=_np(_get(d, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4),
+              s=_np(_get(d, 'scores', []), float).reshape(-1), l=lab(ls, 'the detections', i))
+         for i, (d, ls) in enumerate(zip(dets, labels[len(gts):]))]
     return G, D, list(classes)
 
 # %% ../nbs/06_metrics.ipynb #c3a936a2
 def _iou_np(a:np.ndarray, b:np.ndarray, crowd=None)->np.ndarray:
-    "`box_iou` of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous); for a `crowd` box of `b`, the part of `a` inside it."
+    ("`box_iou` of tlbr boxes `a [n,4]` and `b [m,4]` (numpy, continuous); "
+     "for a `crowd` box of `b`, the part of `a` inside it.")
     a, b = torch.from_numpy(a), torch.from_numpy(b)
     iou = box_iou(a, b)
     if crowd is not None and crowd.any():                                           # COCO's rule for crowd regions
@@ -62,17 +66,17 @@ def _voc_match(G, D, k, iou_thresh):
     recs, n_pos = [], 0
     for i, (g, d) in enumerate(zip(G, D)):
         gm, dm = g['l'] == k, d['l'] == k
-        skip = (g['d'] | g['c'])[gm]                                               # difficult objects and crowd regions
+        skip = (g['d'] | g['c'])[gm]                                          # difficult objects and crowd regions
         n_pos += int((~skip).sum())
         iou = _iou_np(d['b'][dm], g['b'][gm])
         recs += [(s, i, o, skip) for s, o in zip(d['s'][dm], iou)]
-    order = sorted(range(len(recs)), key=lambda r: -recs[r][0])                  # stable: ties keep input order
+    order = sorted(range(len(recs)), key=lambda r: -recs[r][0])               # stable: ties keep input order
     tp, fp, used = np.zeros(len(recs)), np.zeros(len(recs)), set()
     for r, q in enumerate(order):
         _, i, iou, diff = recs[q]
         if len(iou) and iou.max() > iou_thresh:
             j = int(iou.argmax())
-            if diff[j]: continue                                                     # a difficult object: neither TP nor FP
+            if diff[j]: continue                                              # a difficult object: neither TP nor FP
             if (i, j) in used: fp[r] = 1
             else: used.add((i, j)); tp[r] = 1
         else: fp[r] = 1
@@ -121,7 +125,8 @@ def voc_map(gts:list, # `Record`s (boxes tlbr in pixels, labels names, `difficul
     return {'mAP': float(np.mean(list(aps.values()))) if aps else 0., 'AP': aps}
 
 # %% ../nbs/06_metrics.ipynb #bd050500
-COCO_AREAS = {'all': (0, 1e10), 'small': (0, 32 ** 2), 'medium': (32 ** 2, 96 ** 2), 'large': (96 ** 2, 1e10)}  # box area in px^2
+# box area in px^2
+COCO_AREAS = {'all': (0, 1e10), 'small': (0, 32 ** 2), 'medium': (32 ** 2, 96 ** 2), 'large': (96 ** 2, 1e10)}
 
 def _in_area(b, area):
     a = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -129,7 +134,8 @@ def _in_area(b, area):
 
 # %% ../nbs/06_metrics.ipynb #88677e8f
 def _coco_match(db, gb, iou_thrs, area=COCO_AREAS['all'], crowd=None):
-    "COCOeval's greedy matching in one image and class (dets sorted by score): `[T, n_det]` TP and FP flags, objects counted."
+    ("COCOeval's greedy matching in one image and class (dets sorted by score): "
+     "`[T, n_det]` TP and FP flags, objects counted.")
     crowd = np.zeros(len(gb), bool) if crowd is None else crowd
     T, ign = len(iou_thrs), ~_in_area(gb, area) | crowd    # objects outside the size range, and crowds, are "ignored"
     o = np.argsort(ign, kind='mergesort'); gb, ign, crowd = gb[o], ign[o], crowd[o]   # counted objects first
@@ -167,7 +173,8 @@ def coco_map(gts:list, # `Record`s or dicts (boxes tlbr, labels, optional `crowd
              dets:list, # per image: dict of `boxes`, `scores`, `labels`
              classes=None, # class names (or integer labels); default: all found in `gts` and `dets`
              max_det:int=100, # detections per image and class
-             sizes:bool=True # also AP of small, medium and large objects (`APs`, `APm`, `APl`; None where there are none)
+             # also AP of small, medium and large objects (`APs`, `APm`, `APl`; None where there are none)
+             sizes:bool=True
             )->dict: # `{'AP': AP@[.5:.95], 'AP50', 'AP75', 'APs', 'APm', 'APl', 'per_class': {class: AP@[.5:.95]}}`
     "COCO bbox AP as `pycocotools` COCOeval computes it; classes with no object (of that size) are left out."
     G, D, classes = _prep(gts, dets, classes)
@@ -223,7 +230,8 @@ def preds_to_dets(decoded:list, # `decode_preds` output: per image `boxes` (rela
     out = []
     for d, r in zip(decoded, records):
         w, h = r if isinstance(r, (tuple, list)) else (r.size or image_size(r.fname))
-        out.append(dict(boxes=(d['boxes'].float() * torch.tensor([w, h, w, h], dtype=torch.float32, device=d['boxes'].device)).cpu(),
+        out.append(dict(boxes=(d['boxes'].float()
+                               * torch.tensor([w, h, w, h], dtype=torch.float32, device=d['boxes'].device)).cpu(),
                         scores=d['scores'].cpu(), labels=[classes[l - 1] for l in d['labels'].tolist()]))
     return out
 
@@ -243,8 +251,10 @@ def forward_batch(model:torch.nn.Module,
 # %% ../nbs/06_metrics.ipynb #3f1e3a53
 def predict_records(model, records:list, classes:list, anchors:Tensor, cell_size, size:int, bs:int=32,
                     score_thresh:float=.05, iou_thresh:float=.45, max_det:int=100, progress:bool=True,
-                    detect=decode_preds, # `detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)` -> per-image dicts
-                    workers:int=0 # threads that read and squish the images (PIL lets them run in parallel); 0: in this thread
+                    # `detect(clas, bbox, anchors, cell_size, score_thresh, iou_thresh, max_det)` -> per-image dicts
+                    detect=decode_preds,
+                    # threads that read and squish the images (PIL lets them run in parallel); 0: in this thread
+                    workers:int=0
                    )->list:
     "Detections of `model` on the images of `records` (squished to `size`, as in training), read out by `detect`."
     model.eval(); out = []
@@ -262,9 +272,12 @@ def predict_records(model, records:list, classes:list, anchors:Tensor, cell_size
 # %% ../nbs/06_metrics.ipynb #90c33bf1
 def evaluate(model, records:list, classes:list, anchors:Tensor, cell_size, size:int, bs:int=32, progress:bool=True,
              detect=decode_preds, workers:int=0)->dict:
-    "VOC (07 11-point and all-point) and COCO metrics of `model` on `records`, with its detections (read out by `detect`)."
-    dets = predict_records(model, records, classes, anchors, cell_size, size, bs, progress=progress, detect=detect, workers=workers)
-    return dict(voc07=voc_map(records, dets, classes=classes), voc=voc_map(records, dets, use_07=False, classes=classes),
+    ("VOC (07 11-point and all-point) and COCO metrics of `model` on `records`, "
+     "with its detections (read out by `detect`).")
+    dets = predict_records(model, records, classes, anchors, cell_size, size, bs, progress=progress, detect=detect,
+                           workers=workers)
+    return dict(voc07=voc_map(records, dets, classes=classes),
+                voc=voc_map(records, dets, use_07=False, classes=classes),
                 coco=coco_map(records, dets, classes=classes), dets=dets, gts=records)
 
 # %% ../nbs/06_metrics.ipynb #0833c8f9
@@ -274,12 +287,14 @@ def metrics_table(res:dict, classes:list)->str:
     f = lambda d, c: f'{d[c]:.3f}' if c in d else '-'
     lines = [f"{'class':14s} {'objects':>7s} {'AP50 VOC07':>10s} {'AP50':>6s} {'AP':>6s}"]
     for c in classes:
-        lines.append(f"{str(c)[:14]:14s} {n_obj[c]:7d} {f(res['voc07']['AP'], c):>10s} {f(res['voc']['AP'], c):>6s} {f(res['coco']['per_class'], c):>6s}")
-    lines.append(f"{'mean':14s} {sum(n_obj.values()):7d} {res['voc07']['mAP']:10.3f} {res['voc']['mAP']:6.3f} {res['coco']['AP']:6.3f}"
-                 f"   (COCO AP50 {res['coco']['AP50']:.3f}, AP75 {res['coco']['AP75']:.3f})")
+        lines.append(f"{str(c)[:14]:14s} {n_obj[c]:7d} {f(res['voc07']['AP'], c):>10s} {f(res['voc']['AP'], c):>6s} "
+                     f"{f(res['coco']['per_class'], c):>6s}")
+    lines.append(f"{'mean':14s} {sum(n_obj.values()):7d} {res['voc07']['mAP']:10.3f} {res['voc']['mAP']:6.3f} "
+                 f"{res['coco']['AP']:6.3f}   (COCO AP50 {res['coco']['AP50']:.3f}, AP75 {res['coco']['AP75']:.3f})")
     if 'APs' in res['coco']:
-        lines.append('COCO AP by object size: ' + ', '.join(f"{n} {'-' if res['coco'][k] is None else format(res['coco'][k], '.3f')}"
-                                                            for n, k in (('small', 'APs'), ('medium', 'APm'), ('large', 'APl'))))
+        lines.append('COCO AP by object size: '
+                     + ', '.join(f"{n} {'-' if res['coco'][k] is None else format(res['coco'][k], '.3f')}"
+                                 for n, k in (('small', 'APs'), ('medium', 'APm'), ('large', 'APl'))))
     return '\n'.join(lines)
 
 # %% ../nbs/06_metrics.ipynb #cbba80e6
@@ -292,8 +307,10 @@ def plot_pr(gts:list, dets:list, classes:list, iou_thresh:float=.5, ax=None):
         _, tp, fp, n = _voc_match(G, D, k, iou_thresh)
         if n == 0: continue
         rec, prec = pr_curve(tp, fp, n)
-        ax.plot(np.concatenate([[0], rec]), np.concatenate([[1], prec]), color=cols[k % len(cols)], label=f'{c} (AP {voc_ap(rec, prec, False):.2f})')
-    ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02), title=f'precision-recall at IoU {iou_thresh}')
+        ax.plot(np.concatenate([[0], rec]), np.concatenate([[1], prec]), color=cols[k % len(cols)],
+                label=f'{c} (AP {voc_ap(rec, prec, False):.2f})')
+    ax.set(xlabel='recall', ylabel='precision', xlim=(0, 1), ylim=(0, 1.02),
+           title=f'precision-recall at IoU {iou_thresh}')
     ax.legend(fontsize=8)
     return fig
 
@@ -311,4 +328,5 @@ def stage_table(name:str, # this stage's row name
     if keep: path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(rows, indent=1))
     head = f"{'stage':28s} {'images':>7s} {'epochs':>6s} {'mAP@0.5':>8s} {'COCO AP':>8s} {'training':>9s}"
     upto = list(rows)[:list(rows).index(name) + 1]                                  # a re-run shows no later stage
-    return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} {rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])
+    return '\n'.join([head] + [f"{k:28s} {rows[k]['images']:7d} {rows[k]['epochs']:6d} {rows[k]['mAP50']:8.3f} "
+                               f"{rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])

@@ -151,26 +151,31 @@ def _xavier(m:nn.Module):
 
 def _extra(nin:int, mid:int, nout:int, stride:int, pad:int, bn:bool=False)->nn.Sequential:
     "An extra SSD layer: 1x1 conv to `mid` channels, 3x3 conv to `nout` (`stride`, `pad`), each with ReLU (and BN)."
-    if not bn: return nn.Sequential(nn.Conv2d(nin, mid, 1), nn.ReLU(inplace=True), nn.Conv2d(mid, nout, 3, stride, pad), nn.ReLU(inplace=True))
+    if not bn: return nn.Sequential(nn.Conv2d(nin, mid, 1), nn.ReLU(inplace=True),
+                                    nn.Conv2d(mid, nout, 3, stride, pad), nn.ReLU(inplace=True))
     return nn.Sequential(nn.Conv2d(nin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
                          nn.Conv2d(mid, nout, 3, stride, pad, bias=False), nn.BatchNorm2d(nout), nn.ReLU(inplace=True))
 
 # %% ../nbs/07_ssd300.ipynb #6e16c529
 class VGGAtrous(nn.Module):
-    "SSD300's VGG16-atrous body: conv4_3 (L2-normalised), conv7 and four extra layers; returns the six feature maps. `bn`: batch norm after every conv."
+    ("SSD300's VGG16-atrous body: conv4_3 (L2-normalised), conv7 and four extra layers; returns the six feature maps. "
+     "`bn`: batch norm after every conv.")
     extra_cfg = ((1024, 256, 512, 2, 1), (512, 128, 256, 2, 1), (256, 128, 256, 1, 0), (256, 128, 256, 1, 0))
     nfs = (512, 1024, 512, 256, 256, 256)  # channels of the six maps
     def __init__(self, pretrained:bool=False, # try torchvision's ImageNet weights for the VGG16 convs
-                 bn:bool=False): # torchvision's `vgg16_bn` (batch norm after every conv), batch norm in fc6, fc7 and the extra layers too
+                 # torchvision's `vgg16_bn` (batch norm after every conv),
+                 # batch norm in fc6, fc7 and the extra layers too
+                 bn:bool=False):
         super().__init__()
         vgg = _tv_model('vgg16_bn' if bn else 'vgg16', pretrained).features
-        p3, p4, p5 = [i for i, l in enumerate(vgg) if isinstance(l, nn.MaxPool2d)][2:]   # pool3, pool4, pool5 (16, 23, 30 without bn)
+        # pool3, pool4, pool5 (16, 23, 30 without bn)
+        p3, p4, p5 = [i for i, l in enumerate(vgg) if isinstance(l, nn.MaxPool2d)][2:]
         vgg[p3].ceil_mode = True                                            # pool3: 75 -> 38
         self.conv4_3 = vgg[:p4]                                             # conv1_1 .. conv4_3 + ReLU
         self.l2norm = L2Norm(512, 20.)
         norm = lambda c: [nn.BatchNorm2d(c)] if bn else []
         fc = [nn.MaxPool2d(3, 1, 1),                                        # pool5: 3x3, stride 1
-              nn.Conv2d(512, 1024, 3, padding=6, dilation=6), *norm(1024), nn.ReLU(inplace=True),   # conv6 (fc6), atrous
+              nn.Conv2d(512, 1024, 3, padding=6, dilation=6), *norm(1024), nn.ReLU(inplace=True),  # conv6 (fc6), atrous
               nn.Conv2d(1024, 1024, 1), *norm(1024), nn.ReLU(inplace=True)]              # conv7 (fc7)
         self.conv7 = nn.Sequential(*vgg[p4:p5], *fc)                        # pool4, conv5_1 .. conv5_3, then fc
         self.extras = nn.ModuleList([_extra(*c, bn=bn) for c in self.extra_cfg])   # conv8_2 .. conv11_2
@@ -193,7 +198,8 @@ class VGGAtrous(nn.Module):
 # %% ../nbs/07_ssd300.ipynb #31690556
 class ResNetSSD(nn.Module):
     "MLPerf's SSD body: a ResNet's conv1..layer3 (layer3 at stride 1) and extra layers down to 1x1; six maps at 300 px."
-    extra_cfg = ((256, 256, 512, 2, 1), (512, 256, 512, 2, 1), (512, 128, 256, 2, 1), (256, 128, 256, 1, 0), (256, 128, 256, 1, 0))
+    extra_cfg = ((256, 256, 512, 2, 1), (512, 256, 512, 2, 1), (512, 128, 256, 2, 1),
+                 (256, 128, 256, 1, 0), (256, 128, 256, 1, 0))
     small_cfg = (256, 128, 256, 2, 1)  # the extra layer a small input gets after the first three (stride 2 down to 1x1)
     def __init__(self, arch:str='resnet34', # 'resnet18' or 'resnet34'
                  pretrained:bool=False, # try torchvision's ImageNet weights for the ResNet
@@ -228,7 +234,8 @@ class ResNetSSD(nn.Module):
 
 # %% ../nbs/07_ssd300.ipynb #7102779a
 class SSDHead(nn.Module):
-    "A 3x3 conv per feature map for the class scores and one for the offsets; returns `(clas [bs, A, C+1], bbox [bs, A, 4])`."
+    ("A 3x3 conv per feature map for the class scores and one for the offsets; "
+     "returns `(clas [bs, A, C+1], bbox [bs, A, 4])`.")
     def __init__(self, n_classes:int, # object classes, background not counted
                  nfs, # channels of each feature map
                  ks): # default boxes per cell of each map
@@ -261,7 +268,9 @@ class SSD300(SSDModel):
 
 # %% ../nbs/07_ssd300.ipynb #5b407a91
 def ssd_model(n_classes:int, # object classes, background not counted
-              backbone:str='vgg16', # 'vgg16' (the paper's), 'vgg16_bn' (with batch norm: trains from scratch), 'resnet34' (MLPerf's) or 'resnet18'
+              # 'vgg16' (the paper's), 'vgg16_bn' (with batch norm: trains from scratch),
+              # 'resnet34' (MLPerf's) or 'resnet18'
+              backbone:str='vgg16',
               size:int=300, # input size: VGG16 needs 268 px or more; a ResNet body is laid out for it
               pretrained:bool=False # try torchvision's ImageNet weights for the backbone
              )->SSD300:
@@ -269,7 +278,7 @@ def ssd_model(n_classes:int, # object classes, background not counted
     if backbone in ('vgg16', 'vgg16_bn'): body = VGGAtrous(pretrained, bn=backbone == 'vgg16_bn')
     elif backbone in ('resnet18', 'resnet34'): body = ResNetSSD(backbone, pretrained, size)
     else: raise ValueError(f"backbone must be 'vgg16', 'vgg16_bn', 'resnet34' or 'resnet18', got {backbone!r}")
-    ratios = SSD300_RATIOS[:len(body.nfs)]                                    # the first maps' ratios when there are fewer maps
+    ratios = SSD300_RATIOS[:len(body.nfs)]  # the first maps' ratios when there are fewer maps
     m = SSD300(body, SSDHead(n_classes, body.nfs, [2 + 2 * len(r) for r in ratios]), ratios)
     m.fmap_sizes(size)
     return m
@@ -279,7 +288,8 @@ def _copy_block(dst:nn.Module, src:nn.Module, name:str):
     "Copy the state of `src` into `dst`, tensor by tensor in order; an error naming `name` if they do not fit."
     d, s = list(dst.state_dict().values()), list(src.state_dict().values())
     if len(d) != len(s) or any(a.shape != b.shape for a, b in zip(d, s)):
-        raise ValueError(f'load_torchvision_ssd: {name} does not fit ({[tuple(a.shape) for a in d][:4]}... vs {[tuple(b.shape) for b in s][:4]}...)')
+        raise ValueError(f'load_torchvision_ssd: {name} does not fit '
+                         f'({[tuple(a.shape) for a in d][:4]}... vs {[tuple(b.shape) for b in s][:4]}...)')
     for a, b in zip(d, s): a.copy_(b)
 
 # %% ../nbs/07_ssd300.ipynb #d2f9a091
@@ -287,7 +297,8 @@ def load_torchvision_ssd(model:SSD300, # an `ssd_model(n_classes, 'vgg16')`
                          tv:nn.Module # torchvision's `ssd300_vgg16(num_classes=n_classes + 1)`
                         )->SSD300: # `model`, with `tv`'s weights
     "Copy the weights of torchvision's `ssd300_vgg16` into our VGG16 SSD300 `model`."
-    if not isinstance(model.body, VGGAtrous): raise ValueError(f'load_torchvision_ssd: needs a VGG16 model, got a {type(model.body).__name__} body')
+    if not isinstance(model.body, VGGAtrous):
+        raise ValueError(f'load_torchvision_ssd: needs a VGG16 model, got a {type(model.body).__name__} body')
     b, tb, h, th = model.body, tv.backbone, model.head, tv.head
     with torch.no_grad():
         for name, ours, theirs in [('conv4_3', b.conv4_3, tb.features), ('conv7', b.conv7, tb.extra[0]),

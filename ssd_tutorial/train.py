@@ -49,7 +49,8 @@ class Stage:
 # min_bs: the multi-grid head's 1x1 grid, the extra layers of SSD's ResNet and vgg16_bn bodies (the plain VGG16 has
 # no batch norm but is held to the same rule)
 STAGES = {'grid4x4':   Stage(grid_model,  size=128, min_bs=1, per_positive=False, priors=_grid_priors),
-          'multigrid': Stage(multi_model, size=128, min_bs=2, per_positive=False, priors=_multi_priors, model_kw=('drop',)),
+          'multigrid': Stage(multi_model, size=128, min_bs=2, per_positive=False, priors=_multi_priors,
+                             model_kw=('drop',)),
           'ssd':       Stage(ssd_model,   size=300, min_bs=2, per_positive=True,  priors=_ssd_priors)}
 
 # %% ../nbs/07a_train.ipynb #031d7a49
@@ -75,8 +76,8 @@ def make_loss(loss:str, # a key of `LOSSES`
     return SigmoidL1Loss(anchors, cell_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
 
 # %% ../nbs/07a_train.ipynb #975e5b18
-def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, cell_size=None, score_thresh:float=.05, iou_thresh:float=.45,
-                   max_det:int=100)->list:
+def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, cell_size=None, score_thresh:float=.05,
+                   iou_thresh:float=.45, max_det:int=100)->list:
     "`decode_ssd` (softmax, `decode_boxes`, top 400 per class, NMS) called as `decode_preds` is; `cell_size` is unused."
     return decode_ssd(clas, bbox, anchors, score_thresh, iou_thresh, max_det=max_det)
 
@@ -85,12 +86,14 @@ def stage_detect(loss:str):
     return decode_softmax if loss == 'multibox' else decode_preds
 
 # %% ../nbs/07a_train.ipynb #7a0c0002
-MODEL_FACTORIES = {name: st.model for name, st in STAGES.items()}   # `{stage: model function}`, as `read_checkpoint` takes it
+# `{stage: model function}`, as `read_checkpoint` takes it
+MODEL_FACTORIES = {name: st.model for name, st in STAGES.items()}
 
 def load_checkpoint(path, # a checkpoint's weights file, as `save_checkpoint` wrote it (its config beside it)
                     device='cpu'
                    )->tuple: # `(model, config)`: the model in eval mode on `device`
-    "The model of a checkpoint of any stage, rebuilt from its config and loaded: `read_checkpoint` with every stage's model."
+    ("The model of a checkpoint of any stage, rebuilt from its config and loaded: "
+     "`read_checkpoint` with every stage's model.")
     return read_checkpoint(path, MODEL_FACTORIES, device)
 
 # %% ../nbs/07a_train.ipynb #7a00000f
@@ -104,8 +107,10 @@ class BF16Training(MixedPrecision):
     "fastai's bfloat16 mixed precision on the learner's device, CPU included, with channels-last convolutions."
     def __init__(self): super().__init__(amp_mode='bf16')
     def before_fit(self):
-        dev = next(self.learn.model.parameters()).device.type   # TrainEvalCallback (order -10) has moved it to the data's device
-        self.autocast, self.learn.scaler, self.scales = torch.autocast(dev, dtype=torch.bfloat16), GradScaler(dev, enabled=False), L()
+        # TrainEvalCallback (order -10) has moved it to the data's device
+        dev = next(self.learn.model.parameters()).device.type
+        self.autocast, self.learn.scaler, self.scales = (torch.autocast(dev, dtype=torch.bfloat16),
+                                                         GradScaler(dev, enabled=False), L())
         self.learn.model.to(memory_format=torch.channels_last)
     def before_batch(self):
         self.learn.xb = tuple(x.contiguous(memory_format=torch.channels_last) for x in self.xb)
@@ -137,16 +142,20 @@ class StopOnNonFinite(Callback):
         raise CancelFitException()
     def message(self)->str:
         ep, it, v = self.bad
-        kept = (f'epoch {self.good_batch[0] + 1}, batch {self.good_batch[1] + 1}' if self.good_batch else 'the start (no batch had a finite loss)')
-        return (f'the training loss became {v} at epoch {ep + 1}/{self.n_epoch}, batch {it + 1}/{self.n_iter}; training stopped. '
-                f'The model holds the weights of the last finite loss ({kept}); try a lower --lr')
+        kept = (f'epoch {self.good_batch[0] + 1}, batch {self.good_batch[1] + 1}' if self.good_batch
+                else 'the start (no batch had a finite loss)')
+        return (f'the training loss became {v} at epoch {ep + 1}/{self.n_epoch}, batch {it + 1}/{self.n_iter}; '
+                f'training stopped. The model holds the weights of the last finite loss ({kept}); try a lower --lr')
 
 # %% ../nbs/07a_train.ipynb #7a000013
-AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}   # `--aug` names of `get_dls`'s `aug`
+# `--aug` names of `get_dls`'s `aug`
+AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}
 
 def default_workers(device=None)->int:
-    "DataLoader workers for training on `device` (default: CUDA where there is one): 0 on a CPU, else cores - 1 (at most 8) shared by this machine's processes."
-    # on a CPU the cores train the model and reading takes under 2% of a step (bench/train_speed.md); a GPU trains faster than one core reads
+    ("DataLoader workers for training on `device` (default: CUDA where there is one): 0 on a CPU, "
+     "else cores - 1 (at most 8) shared by this machine's processes.")
+    # on a CPU the cores train the model and reading takes under 2% of a step (bench/train_speed.md);
+    # a GPU trains faster than one core reads
     dev = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     here = max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))   # processes on this machine (torchrun sets it)
     return 0 if dev.type == 'cpu' else min(8, max(1, ((os.cpu_count() or 1) - 1) // here))
@@ -167,44 +176,59 @@ def train_detector(train:list, valid:list, # `Record`s
                    loss:str='bce', # a key of `LOSSES`: 'bce', 'focal' or 'multibox'
                    model_kw:dict|None=None, # more arguments of the stage's model (multigrid: `drop`)
                    bf16:bool=False, # bfloat16 mixed precision (`BF16Training`)
-                   aug:bool|str=False, # training-set augmentation, `get_dls`'s: True fastai's flips and lighting, 'ssd' the paper's (08_augment)
-                  distributed:bool=False, # one process of a `torchrun` run: PyTorch DDP through fastai's `distrib_ctx` (07b_distributed)
+                   # training-set augmentation, `get_dls`'s: True fastai's flips and lighting,
+                   # 'ssd' the paper's (08_augment)
+                   aug:bool|str=False,
+                  # one process of a `torchrun` run: PyTorch DDP through fastai's `distrib_ctx` (07b_distributed)
+                  distributed:bool=False,
                   sync_bn:bool=False, # with `distributed`: batch norm statistics over the global batch
-                  workers:int|None=None # DataLoader worker processes; default `default_workers()`: 0 on a CPU, up to 8 with a GPU
+                  # DataLoader worker processes; default `default_workers()`: 0 on a CPU, up to 8 with a GPU
+                  workers:int|None=None
                   )->Learner:
-    "A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records (in bfloat16 if `bf16`, with DDP if `distributed`)."
+    ("A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records "
+     "(in bfloat16 if `bf16`, with DDP if `distributed`).")
     if stage not in STAGES: raise ValueError(f'unknown stage {stage!r}; known: {list(STAGES)}')
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0): raise ValueError(f'the learning rate must be a positive number, got {lr}')
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f'the learning rate must be a positive number, got {lr}')
     objects_to_train(train)   # a training set with no box to learn from fails here, not as a NaN loss
     st = STAGES[stage]; size = size or st.size
     world = _world() if distributed else 1
     n = math.ceil(len(train) / world)   # each of the `world` processes trains on its shard of the images
     if n < bs:   # fastai drops the last incomplete training batch: a larger bs would make no step at all
-        warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}' if world == 1 else
-                      f'batch size {bs} is larger than the {n} training images of each of the {world} processes: using batch size {n}')
+        warnings.warn(f'batch size {bs} is larger than the {len(train)} training images: using batch size {len(train)}'
+                      if world == 1 else
+                      f'batch size {bs} is larger than the {n} training images of each of the {world} processes: '
+                      f'using batch size {n}')
         bs = n
-    if bs < st.min_bs: raise ValueError(f'the {stage} model needs a batch size of at least {st.min_bs} to train (batch norm on a 1x1 map), got {bs}')
+    if bs < st.min_bs: raise ValueError(f'the {stage} model needs a batch size of at least {st.min_bs} to train '
+                                        f'(batch norm on a 1x1 map), got {bs}')
     set_seed(seed)
-    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug, num_workers=default_workers() if workers is None else workers)
+    dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug,
+                  num_workers=default_workers() if workers is None else workers)
     model = st.model(len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     anchors, gs = stage_priors(stage, model, size)
-    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive), cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
+    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive),
+                    cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.anchors, learn.cell_size, learn.detect = anchors, gs, stage_detect(loss)
-    learn.config = CheckpointConfig(stage, list(classes), size, backbone, loss, dict(model_kw or {}))   # what `save_checkpoint` writes
+    # what `save_checkpoint` writes
+    learn.config = CheckpointConfig(stage, list(classes), size, backbone, loss, dict(model_kw or {}))
     learn.grid_size = gs   # `cell_size`'s name before: kept for one release
     if distributed:
         with ddp_ctx(learn, sync_bn=sync_bn, seed=seed): learn.fit_one_cycle(epochs, lr)
     else: learn.fit_one_cycle(epochs, lr)
     if learn.stop_on_non_finite.bad: raise NonFiniteLoss(learn.stop_on_non_finite.message(), learn)
-    if learn.train_iter == 0: raise ValueError(f'training made no optimiser step ({len(train)} images, batch size {bs})')
+    if learn.train_iter == 0:
+        raise ValueError(f'training made no optimiser step ({len(train)} images, batch size {bs})')
     return learn
 
 # %% ../nbs/07a_train.ipynb #7a00001a1
 def show_models(runs:dict, # `{name: dict(learn=a Learner of train_detector, size=its input size)}`
                 records:list, # `Record`s, e.g. validation images
                 n:int=5, thresh:float=.3, classes=SHAPES):
-    "Ground truth (top row) above the detections scoring at least `thresh` of each run (a row each) on the first `n` records."
-    dets = {name: predict_records(x['learn'].model, records[:n], classes, x['learn'].anchors, x['learn'].cell_size, x['size'], progress=False,
-                                  score_thresh=thresh, detect=x['learn'].detect) for name, x in runs.items()}
+    ("Ground truth (top row) above the detections scoring at least `thresh` of each run (a row each) "
+     "on the first `n` records.")
+    dets = {name: predict_records(x['learn'].model, records[:n], classes, x['learn'].anchors, x['learn'].cell_size,
+                                  x['size'], progress=False, score_thresh=thresh, detect=x['learn'].detect)
+            for name, x in runs.items()}
     return show_rows([r.fname for r in records[:n]], [(r.boxes, r.labels) for r in records[:n]], dets, classes, 2.6)
