@@ -47,7 +47,8 @@ def actn_to_bb(actn:Tensor, # activations `[..., n_anchors, 4]`
 def match_batch(gt:Tensor, # targets `[bs, M, 4]` tlbr in [0,1]; padding rows have width <= 0
                 anchors:Tensor, # `[A, 4]` cthw
                 thresh:float=.4, # an anchor is positive if its overlap is above this
-                inclusive:bool=False, # True: at or above `thresh` (the SSD paper's rule as Caffe and torchvision apply it)
+                # True: at or above `thresh` (the SSD paper's rule as Caffe and torchvision apply it)
+                inclusive:bool=False,
                 iou=box_iou # `iou(objects [n, 4], anchors [A, 4])` in tlbr -> `[n, A]`
                )->tuple: # (`gt_idx [bs, A]`, `pos [bs, A]`)
     "`map_to_ground_truth` for a whole padded batch at once; every object's forced anchor is positive."

@@ -105,6 +105,7 @@ def show_rows(images:list, # what `show_boxes` shows: file paths, PIL images or 
     for row, (name, dets) in enumerate(rows.items(), 1):
         for i, (im, d) in enumerate(zip(images, dets)):
             labels = d['labels'].tolist() if isinstance(d['labels'], Tensor) else list(d['labels'])
-            show_boxes(im, d['boxes'], labels, d['scores'].tolist(), classes=classes, ax=axs[row, i], title=name if i == 0 else None)
+            show_boxes(im, d['boxes'], labels, d['scores'].tolist(), classes=classes, ax=axs[row, i],
+                       title=name if i == 0 else None)
     fig.tight_layout()
     return fig

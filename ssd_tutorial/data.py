@@ -14,7 +14,8 @@ from fastprogress.fastprogress import progress_bar
 from .boxes import *
 from .files import *   # the checks of 01a_files, and the helpers the readers below call
 from .augment import ssd_tfms   # the SSD paper's augmentation (08_augment), a choice of `get_dls`
-_all_ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']  # also `from .data import *`
+# also `from .data import *`
+_all_ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']
 
 # %% auto #0
 __all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
@@ -22,7 +23,8 @@ __all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_v
 # %% ../nbs/01_data.ipynb #ce41c2c6
 @dataclass
 class Record:
-    "One image and its objects: `boxes` `[n,4]` tlbr in pixels, `labels` class names, `difficult`/`truncated`/`crowd` flags."
+    ("One image and its objects: `boxes` `[n,4]` tlbr in pixels, `labels` class names, `difficult`/`truncated`/`crowd` "
+     "flags.")
     fname: Path
     boxes: Tensor
     labels: list
@@ -33,11 +35,13 @@ class Record:
     def __post_init__(self):
         self.fname = Path(self.fname)
         self.boxes = torch.as_tensor(self.boxes, dtype=torch.float32).reshape(-1, 4)
-        flag = lambda f: torch.zeros(len(self.boxes), dtype=torch.bool) if f is None else torch.as_tensor(f, dtype=torch.bool).reshape(-1)
+        flag = lambda f: (torch.zeros(len(self.boxes), dtype=torch.bool) if f is None
+                          else torch.as_tensor(f, dtype=torch.bool).reshape(-1))
         self.difficult, self.truncated, self.crowd = flag(self.difficult), flag(self.truncated), flag(self.crowd)
         self.labels = list(self.labels)
         n = [len(self.boxes), len(self.labels), len(self.difficult), len(self.truncated), len(self.crowd)]
-        if len(set(n)) > 1: raise ValueError(f"{self.fname}: boxes, labels, difficult, truncated, crowd differ in length: {n}")
+        if len(set(n)) > 1: raise ValueError(f"{self.fname}: boxes, labels, difficult, truncated, crowd differ in "
+                                             f"length: {n}")
     def __len__(self): return len(self.labels)
 
 # %% ../nbs/01_data.ipynb #81e551b9
@@ -58,7 +62,8 @@ def _shape_poly(name:str, flip:bool=False)->np.ndarray:
         return np.c_[p[:, 0], 1 - p[:, 1]] if flip else p
     if name == 'cross':
         t1, t2 = 1/3, 2/3
-        return np.array([[t1, 0], [t2, 0], [t2, t1], [1, t1], [1, t2], [t2, t2], [t2, 1], [t1, 1], [t1, t2], [0, t2], [0, t1], [t1, t1]])
+        return np.array([[t1, 0], [t2, 0], [t2, t1], [1, t1], [1, t2], [t2, t2], [t2, 1], [t1, 1], [t1, t2], [0, t2],
+                         [0, t1], [t1, t1]])
     raise ValueError(f"unknown shape {name!r}; expected one of {SHAPES}")
 
 # %% ../nbs/01_data.ipynb #87650ada
@@ -72,7 +77,8 @@ DIFFICULTY = {
 # %% ../nbs/01_data.ipynb #a7ccef36
 def shapes_settings(difficulty:str='medium', **overrides)->dict:
     "The generation settings of `difficulty` ('easy', 'medium', 'hard'), with any `overrides`."
-    if difficulty not in DIFFICULTY: raise ValueError(f"difficulty must be one of {list(DIFFICULTY)}, got {difficulty!r}")
+    if difficulty not in DIFFICULTY: raise ValueError(f"difficulty must be one of {list(DIFFICULTY)}, got "
+                                                      f"{difficulty!r}")
     s = dict(DIFFICULTY[difficulty])
     bad = set(overrides) - set(s)
     if bad: raise ValueError(f"unknown shapes setting(s) {sorted(bad)}; known: {sorted(s)}")
@@ -161,7 +167,8 @@ def write_voc_xml(fn:Path, img_name:str, size:tuple, boxes:Tensor, labels:list, 
         ET.SubElement(o, 'truncated').text = str(int(truncated[i])) if truncated is not None else '0'
         ET.SubElement(o, 'difficult').text = str(int(difficult[i])) if difficult is not None else '0'
         bb = ET.SubElement(o, 'bndbox')
-        for k, v in zip(('xmin', 'ymin', 'xmax', 'ymax'), (b[0] + 1, b[1] + 1, b[2], b[3])): ET.SubElement(bb, k).text = str(int(round(v)))
+        for k, v in zip(('xmin', 'ymin', 'xmax', 'ymax'), (b[0] + 1, b[1] + 1, b[2], b[3])):
+            ET.SubElement(bb, k).text = str(int(round(v)))
     ET.indent(root)
     ET.ElementTree(root).write(fn, encoding='utf-8', xml_declaration=False)
 
@@ -191,7 +198,8 @@ def make_shapes(path:Path, # output folder (created)
         write_voc_xml(path / 'Annotations' / f'{iid}.xml', f'{iid}.jpg', (size, size), bx, lbls, df, tr)
         ids[split].append(iid)
     for split, l in ids.items(): (path / 'ImageSets/Main' / f'{split}.txt').write_text(''.join(f'{o}\n' for o in l))
-    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
+    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES,
+                settings=s)
     (path / 'shapes.json').write_text(json.dumps(meta, indent=1))
     return path
 
@@ -206,7 +214,8 @@ def get_shapes(n_train:int=800, n_valid:int=200, size:int=224, seed:int=0, diffi
     "Folder of the shapes dataset with these settings, made first if absent (see `make_shapes`)."
     s = shapes_settings(difficulty, **overrides)
     path = Path(path) if path else data_home() / f'shapes_{difficulty}_{size}px_{n_train}+{n_valid}_seed{seed}'
-    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES, settings=s)
+    meta = dict(n_train=n_train, n_valid=n_valid, size=size, seed=seed, difficulty=difficulty, classes=SHAPES,
+                settings=s)
     try: old = json.loads((path / 'shapes.json').read_text())
     except (OSError, ValueError): old = None
     if old == json.loads(json.dumps(meta)): return path
@@ -231,7 +240,8 @@ def parse_voc_xml(fn:Path, # a VOC annotation file
         if bb is None: raise DataError(f"{fn}: object {name!r} without <bndbox>")
         x1, y1, x2, y2 = (xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
         if x1 > x2 or y1 > y2:
-            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put in order")
+            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put "
+                          f"in order")
             x1, y1, x2, y2 = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
         boxes.append([x1 - 1, y1 - 1, x2, y2])  # 1-based inclusive -> continuous
         labels.append(name)
@@ -247,10 +257,12 @@ def read_voc(path:Path, # VOC root: `Annotations/`, `JPEGImages/`, `ImageSets/Ma
              classes=None, # allowed class names; `None` allows any
              check_images:bool=False # decode every image now, to catch corrupt files before training
             )->list:
-    "Records of the images listed in `split` of the Pascal VOC folder `path`; every unreadable image is reported in one error."
+    ("Records of the images listed in `split` of the Pascal VOC folder `path`; every unreadable image is reported in "
+     "one error.")
     path = Path(path)
     sf = path / 'ImageSets' / 'Main' / f'{split}.txt'
-    if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: {sorted(p.stem for p in sf.parent.glob('*.txt'))})")
+    if not sf.exists(): raise DataError(f"{sf}: split file not found (splits here: "
+                                        f"{sorted(p.stem for p in sf.parent.glob('*.txt'))})")
     ids = split_ids(sf, path / 'Annotations')
     if not ids: raise DataError(f"{sf}: split {split!r} lists no images")
     recs, bad = [], []
@@ -268,11 +280,13 @@ def summarize(records:list, classes=None)->str:
     n_obj = sum(len(r) for r in records)
     lines = [f'{len(records)} images, {n_obj} objects ({n_obj / max(len(records), 1):.2f} per image), '
              f'{sum(len(r) == 0 for r in records)} images without objects, '
-             f'{sum(int(r.difficult.sum()) for r in records)} difficult, {sum(int(r.truncated.sum()) for r in records)} truncated']
+             f'{sum(int(r.difficult.sum()) for r in records)} difficult, '
+             f'{sum(int(r.truncated.sum()) for r in records)} truncated']
     n_crowd = sum(int(r.crowd.sum()) for r in records)
     if n_crowd: lines[0] += f', {n_crowd} crowd regions'
     lines.append('objects per class: ' + ', '.join(f'{c} {sum(r.labels.count(c) for r in records)}' for c in classes))
-    rel = torch.cat([((r.boxes[:, 2:] - r.boxes[:, :2]).prod(1).sqrt() / math.sqrt(r.size[0] * r.size[1])) for r in records if len(r)] or [torch.zeros(0)])
+    rel = torch.cat([((r.boxes[:, 2:] - r.boxes[:, :2]).prod(1).sqrt() / math.sqrt(r.size[0] * r.size[1]))
+                     for r in records if len(r)] or [torch.zeros(0)])
     edges = [0, .05, .1, .2, .3, .5, .7, 1.01]
     counts = [int(((rel >= lo) & (rel < hi)).sum()) for lo, hi in zip(edges, edges[1:])]
     lines.append('object size (sqrt(area) / image side):')
@@ -292,10 +306,12 @@ def show_records(records:list, n:int=9, ncols:int=3, classes=None, figsize_per:f
     return fig
 
 # %% ../nbs/01_data.ipynb #45082f62
-with warnings.catch_warnings():   # fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
+# fastai's import warns of torch's deprecation of `torch.jit.script`, which is not ours
+with warnings.catch_warnings():
     warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
     from fastai.vision.all import (DataBlock, ImageBlock, BBoxBlock, BBoxLblBlock, PILImage, Resize, Normalize,
-                                   IndexSplitter, aug_transforms, imagenet_stats, Transform, TensorMultiCategory, set_seed)
+                                   IndexSplitter, aug_transforms, imagenet_stats, Transform, TensorMultiCategory,
+                                   set_seed)
 
 class LongLabels(Transform):
     "Cast label tensors to int64 (an image without objects otherwise yields float labels)."
@@ -304,12 +320,14 @@ class LongLabels(Transform):
 class CheckedPILImage(PILImage):
     "A `PILImage` opened by `load_image` (as a viewer shows it, 8-bit RGB), whose loading errors name the file."
     @classmethod
-    def create(cls, fn, **kwargs): return super().create(load_image(fn) if isinstance(fn, (str, Path)) else fn, **kwargs)
+    def create(cls, fn, **kwargs): return super().create(load_image(fn) if isinstance(fn, (str, Path)) else fn,
+                                                         **kwargs)
 
 # %% ../nbs/01_data.ipynb #375f3ba9
 AUGS = (False, None, True, 'ssd', 'ssd-no-zoom')   # what `get_dls` takes as `aug`
 
-def _fname(r:Record)->Path: return r.fname   # named functions, not lambdas: worker processes started by 'spawn' must pickle them
+# named functions, not lambdas: worker processes started by 'spawn' must pickle them
+def _fname(r:Record)->Path: return r.fname
 def _kept_boxes(r:Record)->list: return r.boxes[~r.crowd].tolist()
 def _kept_labels(r:Record)->list: return [l for l, c in zip(r.labels, r.crowd.tolist()) if not c]
 
@@ -318,30 +336,42 @@ def get_dls(train:list, # training `Record`s
             classes=None, # class names (index 0 `#na#` is added); default: sorted names in `train`
             size:int=224, # images are squished to `size` x `size`
             bs:int=32, # batch size
-            aug:bool|str=False, # training set only: `True` random flips and lighting changes; 'ssd' the SSD paper's augmentation (`augment.ssd_tfms`), 'ssd-no-zoom' the same without zoom out
+            # training set only: `True` random flips and lighting changes; 'ssd' the SSD paper's augmentation
+            # (`augment.ssd_tfms`), 'ssd-no-zoom' the same without zoom out
+            aug:bool|str=False,
             num_workers:int=0, # DataLoader worker processes (kept alive between epochs)
             seed:int|None=0, # seeds Python, numpy and torch (training shuffle, augmentation); `None` leaves them
             **kwargs # passed to `DataBlock.dataloaders`
            ):
-    "fastai `DataLoaders` of (image, boxes in [-1,1], labels), boxes padded by zeros and labels by 0; crowd regions left out."
+    ("fastai `DataLoaders` of (image, boxes in [-1,1], labels), boxes padded by zeros and labels by 0; crowd regions "
+     "left out.")
     classes = list(classes) if classes is not None else sorted({l for r in train for l in r.labels})
     if not train: raise DataError('get_dls: the training set is empty')
     if not valid: raise DataError('get_dls: the validation set is empty')
     if aug not in AUGS: raise ValueError(f"get_dls: aug must be one of {AUGS}, got {aug!r}")
-    tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2, p_affine=.5)] if aug is True else []
-    item_aug = ssd_tfms(zoom_p=0. if aug == 'ssd-no-zoom' else .5) if str(aug).startswith('ssd') else []  # on the pixels, before `PointScaler` and `Resize` (order 1)
+    tfms = [*aug_transforms(do_flip=True, max_rotate=0., max_zoom=1., max_warp=0., max_lighting=.2,
+                            p_affine=.5)] if aug is True else []
+    # on the pixels, before `PointScaler` and `Resize` (order 1)
+    item_aug = ssd_tfms(zoom_p=0. if aug == 'ssd-no-zoom' else .5) if str(aug).startswith('ssd') else []
     dblock = DataBlock(blocks=(ImageBlock(cls=CheckedPILImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
                        get_x=_fname, get_y=[_kept_boxes, _kept_labels],
                        splitter=IndexSplitter(list(range(len(train), len(train) + len(valid)))),
-                       item_tfms=[LongLabels(), *item_aug, Resize(size, method='squish')], batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
+                       item_tfms=[LongLabels(), *item_aug, Resize(size, method='squish')],
+                       batch_tfms=[*tfms, Normalize.from_stats(*imagenet_stats)])
     if seed is not None: set_seed(seed)  # fastai's shuffles draw from Python's `random`
-    if num_workers > 0: kwargs.setdefault('persistent_workers', True)   # no new processes, and no re-imports, at every epoch
-    if torch.cuda.is_available() and str(kwargs.get('device', 'cuda')).startswith('cuda'): kwargs.setdefault('pin_memory', True)   # faster copies to the GPU
+    # no new processes, and no re-imports, at every epoch
+    if num_workers > 0: kwargs.setdefault('persistent_workers', True)
+    if torch.cuda.is_available() and str(kwargs.get('device', 'cuda')).startswith('cuda'):
+        kwargs.setdefault('pin_memory', True)   # faster copies to the GPU
     return dblock.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/01_data.ipynb #f1378b8d
-def to_coco(records:list, # `Record`s, or dicts of `boxes` (tlbr, pixels), `labels` and optional `crowd`, `difficult`, `size`, `fname`
-            classes=None, # class names (or integer labels) in category-id order, ids from 1; an int `n`: labels 1..n; default: the sorted labels found
+def to_coco(
+            # `Record`s, or dicts of `boxes` (tlbr, pixels), `labels` and optional `crowd`, `difficult`, `size`, `fname`
+            records:list,
+            # class names (or integer labels) in category-id order, ids from 1; an int `n`: labels 1..n;
+            # default: the sorted labels found
+            classes=None,
             fn:Path|None=None, # if given, write the JSON there
             sizes=None # `(w, h)` of each image, where the records do not say
            )->dict:
@@ -357,11 +387,13 @@ def to_coco(records:list, # `Record`s, or dicts of `boxes` (tlbr, pixels), `labe
     for i, (r, ls) in enumerate(zip(records, labels)):
         fname = get(r, 'fname')
         w, h = sizes[i] if sizes is not None else (get(r, 'size') or (image_size(fname) if fname else (1, 1)))
-        images.append(dict(id=i + 1, file_name=Path(fname).name if fname else f'{i + 1}.png', width=int(w), height=int(h)))
+        images.append(dict(id=i + 1, file_name=Path(fname).name if fname else f'{i + 1}.png', width=int(w),
+                           height=int(h)))
         boxes = torch.as_tensor(get(r, 'boxes', []), dtype=torch.float64).reshape(-1, 4).tolist()
         flags = lambda k: torch.as_tensor(get(r, k, [False] * len(boxes))).reshape(-1).tolist()
         if bad := sorted({str(l) for l in ls if l not in cat}):
-            raise ValueError(f'image {i + 1} ({fname or "no file"}) has label(s) {bad} that are not in classes {classes}')
+            raise ValueError(f'image {i + 1} ({fname or "no file"}) has label(s) {bad} that are not in classes '
+                             f'{classes}')
         for b, l, d, c in zip(boxes, ls, flags('difficult'), flags('crowd')):
             x, y, bw, bh = b[0], b[1], b[2] - b[0], b[3] - b[1]
             anns.append(dict(id=len(anns) + 1, image_id=i + 1, category_id=cat[l], bbox=[x, y, bw, bh],
@@ -376,7 +408,8 @@ def read_coco(json_path:Path, # a COCO-format annotation file
               classes=None, # allowed class names; `None` allows any
               check_images:bool=False # decode every image now, to catch corrupt files before training
              )->list:
-    "Records of the images of a COCO JSON file; `iscrowd` regions get `crowd=True`, `difficult` is read from `ignore` or `difficult`."
+    ("Records of the images of a COCO JSON file; `iscrowd` regions get `crowd=True`, `difficult` is read from `ignore` "
+     "or `difficult`.")
     src = json_path = Path(json_path)
     img_dir = Path(img_dir) if img_dir else json_path.parent
     cats, ims = coco_index(src, read_json(src))
@@ -385,7 +418,8 @@ def read_coco(json_path:Path, # a COCO-format annotation file
         fn, at = img_dir / fname, f"{src} (image {fname})"
         try:
             if not fn.is_file(): raise ImageError(f"{src}: image file {fn} not found")
-            boxes, size = fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h), fn)
+            boxes, size = fit_boxes(at, [[x, y, x + bw, y + bh] for x, y, bw, bh in (o['bbox'] for o in objs)], (w, h),
+                                    fn)
         except ImageError as e: bad.append(str(e)); continue
         b, l, flags = check_objects(at, boxes, [cats[o['category_id']] for o in objs], size, classes,
                                      difficult=[bool(o.get('difficult', o.get('ignore', 0))) for o in objs],
@@ -408,12 +442,14 @@ def load_dataset(source, # 'shapes', a VOC folder, or a COCO JSON file
         p = get_shapes(seed=seed, **shapes_kw)
         return read_voc(p, 'train', SHAPES), read_voc(p, 'val', SHAPES), list(SHAPES)
     p = Path(source)
-    if not p.exists(): raise DataError(f"{p}: no such file or folder (expected 'shapes', a VOC folder or a COCO JSON file)")
+    if not p.exists(): raise DataError(f"{p}: no such file or folder (expected 'shapes', a VOC folder or a COCO JSON "
+                                       f"file)")
     if p.is_dir():
         if not (p / 'Annotations').is_dir(): raise DataError(f"{p}: not a VOC folder (no Annotations/ inside)")
         train = read_voc(p, 'train')
         meta = p / 'shapes.json'  # a shapes folder keeps its class order; other VOC folders sort their names
-        classes = json.loads(meta.read_text())['classes'] if meta.exists() else sorted({l for r in train for l in r.labels})
+        classes = json.loads(meta.read_text())['classes'] if meta.exists() else sorted({l for r in train
+                                                                                        for l in r.labels})
         return train, read_voc(p, 'val', classes), classes
     recs = read_coco(p, img_dir)
     if valid_json: train, valid = recs, read_coco(valid_json, img_dir)
@@ -426,7 +462,8 @@ def load_dataset(source, # 'shapes', a VOC folder, or a COCO JSON file
 # %% ../nbs/01_data.ipynb #01e0a001
 def load_eval_set(source, # 'shapes', a VOC folder, or a COCO JSON file
                   classes:list, # the class names the model knows (a checkpoint's)
-                  split:str|None=None, # VOC: the split to score (default 'test', else 'val'); COCO: 'all' (default) or 'holdout'
+                  # VOC: the split to score (default 'test', else 'val'); COCO: 'all' (default) or 'holdout'
+                  split:str|None=None,
                   img_dir=None, # COCO: folder of the images; default: the JSON's folder
                   seed:int=0, # shapes: its seed; COCO 'holdout': the seed of `load_dataset`'s split
                   **shapes_kw # for 'shapes': settings passed to `get_shapes`
@@ -434,27 +471,34 @@ def load_eval_set(source, # 'shapes', a VOC folder, or a COCO JSON file
     "The images of `source` to evaluate a model of `classes` on, their labels matched to `classes` by name."
     p = Path(source)
     if str(source) == 'shapes':
-        if split not in (None, 'val'): raise DataError(f"the shapes dataset is evaluated on its validation images; there is no split {split!r}")
+        if split not in (None, 'val'): raise DataError(f"the shapes dataset is evaluated on its validation images; "
+                                                       f"there is no split {split!r}")
         p = get_shapes(seed=seed, **shapes_kw)
         recs, what = read_voc(p, 'val', SHAPES), f'the validation images of the shapes dataset {p.name}'
-    elif not p.exists(): raise DataError(f"{p}: no such file or folder (expected 'shapes', a VOC folder or a COCO JSON file)")
+    elif not p.exists(): raise DataError(f"{p}: no such file or folder (expected 'shapes', a VOC folder or a COCO "
+                                         f"JSON file)")
     elif p.is_dir():
         if not (p / 'Annotations').is_dir(): raise DataError(f"{p}: not a VOC folder (no Annotations/ inside)")
         have = sorted(f.stem for f in (p / 'ImageSets' / 'Main').glob('*.txt'))
         split = split or next((s for s in ('test', 'val') if s in have), None)
-        if split is None: raise DataError(f"{p}: no ImageSets/Main/test.txt or val.txt to evaluate on (splits here: {have}); name one as the split")
+        if split is None: raise DataError(f"{p}: no ImageSets/Main/test.txt or val.txt to evaluate on (splits here: "
+                                          f"{have}); name one as the split")
         recs, what = read_voc(p, split), f"the {split} split of {p} (ImageSets/Main/{split}.txt)"
     elif split in (None, 'all'): recs, what = read_coco(p, img_dir), f'every image of {p}'
     elif split == 'holdout':
         recs = load_dataset(p, img_dir, seed=seed)[1]
-        what = f"the 20% of {p} that load_dataset holds out of training when there is no separate validation file (split seed {seed})"
-    else: raise DataError(f"{p}: a COCO file is evaluated on 'all' its images or on the 'holdout' of training, not {split!r}")
+        what = (f"the 20% of {p} that load_dataset holds out of training when there is no separate validation file "
+                f"(split seed {seed})")
+    else: raise DataError(f"{p}: a COCO file is evaluated on 'all' its images or on the 'holdout' of training, not "
+                          f"{split!r}")
     unknown = {}
     for r in recs:
         for l in r.labels:
             if l not in classes: unknown.setdefault(l, r.fname.name)
-    if unknown: raise DataError(f"{p}: {'classes' if len(unknown) > 1 else 'class'} " + ', '.join(f'{l!r} (e.g. in {f})' for l, f in unknown.items())
-                                + f" of the data {'are' if len(unknown) > 1 else 'is'} not among the model's classes {list(classes)}")
+    if unknown: raise DataError(f"{p}: {'classes' if len(unknown) > 1 else 'class'} "
+                                + ', '.join(f'{l!r} (e.g. in {f})' for l, f in unknown.items())
+                                + f" of the data {'are' if len(unknown) > 1 else 'is'} not among the model's classes "
+                                  f"{list(classes)}")
     return recs, what
 
 def objects_to_train(train:list, # training `Record`s
@@ -464,7 +508,9 @@ def objects_to_train(train:list, # training `Record`s
     n = sum(int((~r.crowd).sum()) for r in train)
     if n == 0:
         crowd = sum(int(r.crowd.sum()) for r in train)
-        raise DataError(f"{src}: no objects in its {len(train)} training image{'s' * (len(train) != 1)}{f' (only {crowd} crowd regions, which are not trained on)' if crowd else ''}: "
+        raise DataError(f"{src}: no objects in its {len(train)} training "
+                        f"image{'s' * (len(train) != 1)}"
+                        f"{f' (only {crowd} crowd regions, which are not trained on)' if crowd else ''}: "
                         "nothing to learn; a detector learns from annotated boxes")
     return n
 

@@ -21,7 +21,8 @@ def grid_detections(clas:Tensor, # logits `[bs, A, C+1]`
     "Anchors whose best non-background probability is above `thresh`, with their predicted boxes (no NMS)."
     boxes = actn_to_bb(bbox.float(), anchors.to(bbox.device), cell_size)
     scores, labels = torch.sigmoid(clas.float()[..., 1:]).max(-1)
-    return [dict(boxes=b[s > thresh], scores=s[s > thresh], labels=l[s > thresh] + 1) for b, s, l in zip(boxes, scores, labels)]
+    return [dict(boxes=b[s > thresh], scores=s[s > thresh], labels=l[s > thresh] + 1)
+            for b, s, l in zip(boxes, scores, labels)]
 
 # %% ../nbs/02d_grid_train.ipynb #02f0a006
 def show_preds(model, # a model, or `{name: model}` for one row per model
@@ -37,7 +38,8 @@ def show_preds(model, # a model, or `{name: model}` for one row per model
     rows = {}
     for name, m in models.items():
         m.eval()
-        with torch.no_grad(): rows[name] = [dict(d, boxes=(d['boxes'] * sz).cpu()) for d in detect(*m(xb), anchors, cell_size, thresh)[:n]]
+        with torch.no_grad(): rows[name] = [dict(d, boxes=(d['boxes'] * sz).cpu())
+                                            for d in detect(*m(xb), anchors, cell_size, thresh)[:n]]
     return show_rows([imgs[i] for i in range(n)], truth, rows, list(dls.vocab), figsize_per)
 
 # %% ../nbs/05_nms.ipynb #24bc069a

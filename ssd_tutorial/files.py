@@ -23,14 +23,16 @@ class ImageError(DataError):
     "An image that is missing, corrupt or unreadable (the readers collect these and report them all in one error)."
 
 # %% ../nbs/01a_files.ipynb #398b0a67
-_SHAPES_FILE = re.compile(r'JPEGImages/(train|val)_\d{5,}\.jpg|Annotations/(train|val)_\d{5,}\.xml|ImageSets/Main/(train|val)\.txt|shapes\.json')
+_SHAPES_FILE = re.compile(r'JPEGImages/(train|val)_\d{5,}\.jpg|Annotations/(train|val)_\d{5,}\.xml'
+                          r'|ImageSets/Main/(train|val)\.txt|shapes\.json')
 _SHAPES_DIRS = {'JPEGImages', 'Annotations', 'ImageSets', 'ImageSets/Main'}
 
 def clear_shapes(path:Path):
     "Delete an old shapes dataset at `path`; a `DataError` if `path` holds anything else."
     if not path.exists(): return
     no = f"{path}: refusing to write the shapes dataset into a folder that is not empty and is not a shapes dataset"
-    if not path.is_dir(): raise DataError(f"{path}: exists and is not a folder; refusing to write the shapes dataset there")
+    if not path.is_dir(): raise DataError(f"{path}: exists and is not a folder; refusing to write the shapes dataset "
+                                          f"there")
     if not (path / 'shapes.json').is_file():
         if any(path.iterdir()): raise DataError(f"{no} (no shapes.json)")
         return
@@ -70,7 +72,8 @@ def xml_num(node, tag:str, src, default=None)->float:
 
 # %% ../nbs/01a_files.ipynb #2cc79476
 def _split_id(l:str, ann:Path)->str:
-    "The image id on line `l` of a split file: the line, or `id` of a per-class line `id  1` (unless `ann/'id  1.xml'` exists)."
+    ("The image id on line `l` of a split file: the line, or `id` of a per-class line `id  1` (unless `ann/'id  "
+     "1.xml'` exists).")
     m = re.fullmatch(r'(.+?)\s+(-?1|0)', l)
     return m.group(1) if m and not (ann / f'{l}.xml').exists() else l
 
@@ -81,7 +84,8 @@ def split_ids(sf:Path, ann:Path)->list:
 
 # %% ../nbs/01a_files.ipynb #6060457d
 _TURN = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,  # EXIF
-         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+         5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+         8: Image.Transpose.ROTATE_90}
 
 def _orientation(im)->int:
     "EXIF orientation (1-8) of an open image, from its header (a PNG's eXIf chunk counts only before the pixels)."
@@ -94,7 +98,8 @@ def exif_upright(im:Image.Image)->Image.Image:
     o = _orientation(im) if im.format else 1
     return im.transpose(_TURN[o]) if o != 1 else im
 
-MAX_PIXELS = 400_000_000   # the largest image read: a 400 Mpx pixel-shift photo (Pillow's own limit, 179 Mpx, is set aside)
+# the largest image read: a 400 Mpx pixel-shift photo (Pillow's own limit, 179 Mpx, is set aside)
+MAX_PIXELS = 400_000_000
 _OPENING = threading.Lock()
 
 @contextlib.contextmanager
@@ -106,7 +111,8 @@ def _no_pillow_limit():
         finally: Image.MAX_IMAGE_PIXELS = limit
 
 def _open(fn)->Image.Image:
-    "`Image.open(fn)` under `MAX_PIXELS` instead of Pillow's decompression-bomb limit; an `ImageError` for a bigger image."
+    ("`Image.open(fn)` under `MAX_PIXELS` instead of Pillow's decompression-bomb limit; an `ImageError` for a bigger "
+     "image.")
     with _no_pillow_limit(): im = Image.open(fn)
     w, h = im.size
     if w * h > MAX_PIXELS:
@@ -142,11 +148,13 @@ def rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB of a loaded PIL image: 16-bit, 32-bit and float scaled (`_to_8bit`), transparency composited over white."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
     if im.mode in ('P', 'L', 'RGB') and 'transparency' in im.info: im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), im.convert('RGBA'))
+    if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'): im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'),
+                                                                                 im.convert('RGBA'))
     return im.convert('RGB')
 
 def _load(fn, draft:bool|int=False)->Image.Image:
-    "`load_image`; `draft=True` decodes a JPEG at 1/8 scale (every byte is still read, so truncation is caught), `draft=n` at the smallest scale still `n` px each way."
+    ("`load_image`; `draft=True` decodes a JPEG at 1/8 scale (every byte is still read, so truncation is caught), "
+     "`draft=n` at the smallest scale still `n` px each way.")
     try:
         with _open(fn) as im:
             o, full = _orientation(im), im.size
@@ -155,7 +163,8 @@ def _load(fn, draft:bool|int=False)->Image.Image:
                 with _no_pillow_limit(): im.load()
             else: im.load()
             out = rgb8(im.transpose(_TURN[o]) if o != 1 else im)
-            out.info['full_size'] = full[::-1] if o in (5, 6, 7, 8) else full   # (w, h) of the whole image as a viewer shows it
+            # (w, h) of the whole image as a viewer shows it
+            out.info['full_size'] = full[::-1] if o in (5, 6, 7, 8) else full
             return out
     except ImageError: raise
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
@@ -164,12 +173,14 @@ def _load(fn, draft:bool|int=False)->Image.Image:
 def load_image(fn:Path, # an image file
                draft:bool|int=False # True: a JPEG at 1/8 scale; `n`: at the smallest scale still `n` px each way
               )->Image.Image:
-    "Image `fn` as a viewer shows it, in 8-bit RGB: turned by its EXIF orientation, 16-bit scaled, transparency over white."
+    ("Image `fn` as a viewer shows it, in 8-bit RGB: turned by its EXIF orientation, 16-bit scaled, transparency over "
+     "white.")
     return _load(fn, draft)
 
 # %% ../nbs/01a_files.ipynb #c4939631
 def check_image(fn:Path):
-    "Decode image `fn` as `load_image` does (a JPEG at 1/8 scale, still reading every byte); `DataError` naming it if that fails."
+    ("Decode image `fn` as `load_image` does (a JPEG at 1/8 scale, still reading every byte); `DataError` naming it if "
+     "that fails.")
     _load(fn, draft=True)
 
 def find_unreadable(fns:list)->list:
@@ -184,17 +195,20 @@ def raise_unreadable(src, msgs:list):
     "One `ImageError` that counts `msgs` and shows the first five; nothing if there are none."
     if len(msgs) == 1: raise ImageError(msgs[0])
     first = ': ' if len(msgs) <= 5 else '; the first 5: '
-    if msgs: raise ImageError(f"{f'{src}: ' if src else ''}{len(msgs)} images cannot be read{first}" + '; '.join(msgs[:5]))
+    if msgs:
+        raise ImageError(f"{f'{src}: ' if src else ''}{len(msgs)} images cannot be read{first}" + '; '.join(msgs[:5]))
 
 def check_images(items:list, # `Record`s or image files
                  src=None # named at the start of the error, e.g. the annotation file
                 ):
-    "Decode every image of `items` as `check_image` does; one `DataError` that counts all that fail and shows the first five."
+    ("Decode every image of `items` as `check_image` does; one `DataError` that counts all that fail and shows the "
+     "first five.")
     raise_unreadable(src, find_unreadable([getattr(o, 'fname', o) for o in items]))
 
 # %% ../nbs/01a_files.ipynb #07e2eb9f
 def _turn_boxes(b:list, o:int, w:int, h:int)->list:
-    "tlbr boxes `b` drawn on the stored `w`x`h` pixels of an image with EXIF orientation `o` (5-8), on the image as shown."
+    ("tlbr boxes `b` drawn on the stored `w`x`h` pixels of an image with EXIF orientation `o` (5-8), on the image as "
+     "shown.")
     out = []
     for x1, y1, x2, y2 in b:
         x1, y1, x2, y2 = y1, x1, y2, x2  # transpose
@@ -210,16 +224,19 @@ def fit_boxes(src, b:list, declared:tuple, img:Path)->tuple:
     if dw <= 0 or dh <= 0: warnings.warn(f"{src}: no image size given; using the size of {img.name}, {W}x{H}")
     elif (dw, dh) == (W, H): pass
     elif o >= 5 and (dw, dh) == (w, h):
-        warnings.warn(f"{src}: boxes drawn on the stored {w}x{h} pixels of {img.name}, which its EXIF orientation turns to {W}x{H}; boxes turned with it")
+        warnings.warn(f"{src}: boxes drawn on the stored {w}x{h} pixels of {img.name}, which its EXIF orientation "
+                      f"turns to {W}x{H}; boxes turned with it")
         b = _turn_boxes(b, o, w, h)
     else:
-        warnings.warn(f"{src}: annotated image size {dw:g}x{dh:g} differs from the size of {img.name}, {W}x{H}; boxes rescaled to it")
+        warnings.warn(f"{src}: annotated image size {dw:g}x{dh:g} differs from the size of {img.name}, {W}x{H}; boxes "
+                      f"rescaled to it")
         b = [[x1 * W / dw, y1 * H / dh, x2 * W / dw, y2 * H / dh] for x1, y1, x2, y2 in b]
     return b, (W, H)
 
 # %% ../nbs/01a_files.ipynb #7d574f84
 def check_objects(src, boxes:list, labels:list, size:tuple, classes=None, **flags)->tuple:
-    "Put swapped corners of tlbr `boxes` in order, clip them to `size`, drop empty ones, check `labels`: `(boxes, labels, flags)`."
+    ("Put swapped corners of tlbr `boxes` in order, clip them to `size`, drop empty ones, check `labels`: `(boxes, "
+     "labels, flags)`.")
     w, h = size
     fmt = lambda b: '[' + ', '.join(f'{v:g}' for v in b) + ']'
     if classes is not None:
@@ -251,11 +268,14 @@ _is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 
 _COCO_FIELDS = {'id': (_is_id, 'a number or a string'), 'image_id': (_is_id, 'a number or a string'),
                 'category_id': (_is_id, 'a number or a string'), 'name': (lambda v: isinstance(v, str), 'a string'),
                 'file_name': (lambda v: isinstance(v, str) and v != '', 'a file name'),
-                'width': (_is_num, 'a number'), 'height': (_is_num, 'a number'), 'iscrowd': (lambda v: v in (0, 1), '0 or 1'),
-                'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_num, v)), '4 numbers [x, y, w, h]')}
+                'width': (_is_num, 'a number'), 'height': (_is_num, 'a number'),
+                'iscrowd': (lambda v: v in (0, 1), '0 or 1'),
+                'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_num, v)),
+                         '4 numbers [x, y, w, h]')}
 
 def _coco_fields(src, kind:str, i:int, o, *keys)->list:
-    "Fields `keys` of `o`, record #`i` of list `kind` in COCO file `src`; `DataError` naming it if one is missing or wrong."
+    ("Fields `keys` of `o`, record #`i` of list `kind` in COCO file `src`; `DataError` naming it if one is missing or "
+     "wrong.")
     if not isinstance(o, dict): raise DataError(f"{src}: {kind} #{i} must be an object {{...}}, got {reprlib.repr(o)}")
     at = f"{src}: {kind} #{i}" + (f" (id {o['id']!r})" if _is_id(o.get('id')) else '')
     for k in keys:
@@ -267,7 +287,8 @@ def _coco_fields(src, kind:str, i:int, o, *keys)->list:
 # %% ../nbs/01a_files.ipynb #acfa0b25
 def coco_index(src, d)->tuple:
     "Checked `(categories {id: name}, images {id: (file_name, w, h, annotations)})` of COCO dict `d` read from `src`."
-    if not isinstance(d, dict): raise DataError(f"{src}: must hold an object with 'images', 'annotations' and 'categories', got {reprlib.repr(d)}")
+    if not isinstance(d, dict): raise DataError(f"{src}: must hold an object with 'images', 'annotations' and "
+                                                f"'categories', got {reprlib.repr(d)}")
     for k in ('images', 'annotations', 'categories'):
         if k not in d: raise DataError(f"{src}: missing key {k!r}")
         if not isinstance(d[k], list): raise DataError(f"{src}: {k!r} must be a list, got {reprlib.repr(d[k])}")

@@ -24,7 +24,8 @@ def bce_conf_loss(logits:Tensor, # class logits `[..., A, C+1]`, background at i
 
 # %% ../nbs/02b_grid_loss.ipynb #02f00001
 class SigmoidL1Loss:
-    "Stage 1's loss for fastai, `loss(preds, bboxes, labels)` summed over the batch: L1 on `actn_to_bb` boxes + a sigmoid `conf_loss`."
+    ("Stage 1's loss for fastai, `loss(preds, bboxes, labels)` summed over the batch: L1 on `actn_to_bb` boxes + a "
+     "sigmoid `conf_loss`.")
     sums_images = True   # a sum over the batch's images, not a mean: `ddp_loss_scale` (07b_distributed) reads this
     def __init__(self, anchors:Tensor, # `[A, 4]` cthw, relative units
                  cell_size, # a float, or `[A, 1]` per-anchor cell sizes
@@ -58,7 +59,8 @@ SSDLoss = SigmoidL1Loss   # its name before: kept for one release
 
 # %% ../nbs/02d_grid_train.ipynb #02f00013
 def cache_step(x:Tensor)->int:
-    "Images of `x [bs, A, C]` per group of about 2**20 values on a CPU (a group stays in cache); the whole batch elsewhere."
+    ("Images of `x [bs, A, C]` per group of about 2**20 values on a CPU (a group stays in cache); the whole batch "
+     "elsewhere.")
     return max(1, 2**20 // (x.shape[1] * x.shape[2])) if x.device.type == 'cpu' else len(x)
 
 def _conf_sum(conf_loss, clas:Tensor, gt_clas:Tensor)->Tensor:

@@ -18,7 +18,8 @@ class StdConv(nn.Module):
     "3x3 conv, ReLU, batch norm, dropout."
     def __init__(self, nin:int, nout:int, stride:int=2, drop:float=.1):
         super().__init__()
-        self.conv, self.bn, self.drop = nn.Conv2d(nin, nout, 3, stride=stride, padding=1), nn.BatchNorm2d(nout), nn.Dropout(drop)
+        self.conv, self.bn, self.drop = nn.Conv2d(nin, nout, 3, stride=stride,
+                                                  padding=1), nn.BatchNorm2d(nout), nn.Dropout(drop)
     def forward(self, x): return self.drop(self.bn(F.relu(self.conv(x))))
 
 # %% ../nbs/02a_grid_model.ipynb #1bf4d155
@@ -62,7 +63,8 @@ def _tv_model(arch:str, pretrained:bool)->nn.Module:
 
 def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
     "A torchvision ResNet without its pooling and classifier; ImageNet weights if `pretrained` (and reachable)."
-    if arch not in ('resnet18', 'resnet34'): raise ValueError(f"backbone must be 'resnet18' or 'resnet34', got {arch!r}")
+    if arch not in ('resnet18', 'resnet34'): raise ValueError(f"backbone must be 'resnet18' or 'resnet34', got "
+                                                              f"{arch!r}")
     return nn.Sequential(*list(_tv_model(arch, pretrained).children())[:-2])
 
 # %% ../nbs/02a_grid_model.ipynb #02f00004
@@ -77,7 +79,8 @@ def conv_out(f:int, # side of the input map
 def resnet_side(size:int, # input side in pixels
                 n_down:int=5 # stride-2 steps taken: conv1, maxpool, layer2, layer3, layer4
                )->int:
-    "Side of a ResNet's feature map after its first `n_down` stride-2 steps: each one `conv_out(f)` (a 3x3, or conv1's 7x7 with padding 3)."
+    ("Side of a ResNet's feature map after its first `n_down` stride-2 steps: each one `conv_out(f)` (a 3x3, or "
+     "conv1's 7x7 with padding 3).")
     for _ in range(n_down): size = conv_out(size)
     return size
 
