@@ -288,7 +288,7 @@ def get_parser()->argparse.ArgumentParser:
                    help="training-set augmentation: flip (fastai's flips and lighting), "
                         "ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
     t.add_argument('--bf16', action='store_true',
-                   help='bfloat16 mixed precision: about 1.8x faster on CPUs with AVX512-BF16 or AMX, '
+                   help='bfloat16 mixed precision: about 2x faster on CPUs with AVX512-BF16 or AMX, '
                         'and on recent GPUs')
     t.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     t.add_argument('--sync-bn', action='store_true',

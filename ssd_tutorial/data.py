@@ -240,8 +240,8 @@ def parse_voc_xml(fn:Path, # a VOC annotation file
         if bb is None: raise DataError(f"{fn}: object {name!r} without <bndbox>")
         x1, y1, x2, y2 = (xml_num(bb, k, fn) for k in ('xmin', 'ymin', 'xmax', 'ymax'))
         if x1 > x2 or y1 > y2:
-            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped ({x1:g}, {y1:g}, {x2:g}, {y2:g}); put "
-                          f"in order")
+            warnings.warn(f"{fn}: <bndbox> of {name!r} has its corners swapped "
+                          f"({x1:g}, {y1:g}, {x2:g}, {y2:g}); put in order")
             x1, y1, x2, y2 = min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
         boxes.append([x1 - 1, y1 - 1, x2, y2])  # 1-based inclusive -> continuous
         labels.append(name)

@@ -31,8 +31,8 @@ def clear_shapes(path:Path):
     "Delete an old shapes dataset at `path`; a `DataError` if `path` holds anything else."
     if not path.exists(): return
     no = f"{path}: refusing to write the shapes dataset into a folder that is not empty and is not a shapes dataset"
-    if not path.is_dir(): raise DataError(f"{path}: exists and is not a folder; refusing to write the shapes dataset "
-                                          f"there")
+    if not path.is_dir(): raise DataError(f"{path}: exists and is not a folder; "
+                                          f"refusing to write the shapes dataset there")
     if not (path / 'shapes.json').is_file():
         if any(path.iterdir()): raise DataError(f"{no} (no shapes.json)")
         return
@@ -72,8 +72,8 @@ def xml_num(node, tag:str, src, default=None)->float:
 
 # %% ../nbs/01a_files.ipynb #2cc79476
 def _split_id(l:str, ann:Path)->str:
-    ("The image id on line `l` of a split file: the line, or `id` of a per-class line `id  1` (unless `ann/'id  "
-     "1.xml'` exists).")
+    ("The image id on line `l` of a split file: the line, or `id` of a per-class line `id  1` "
+     "(unless `ann/'id  1.xml'` exists).")
     m = re.fullmatch(r'(.+?)\s+(-?1|0)', l)
     return m.group(1) if m and not (ann / f'{l}.xml').exists() else l
 
