@@ -21,8 +21,8 @@ from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier
 
 
 # %% auto #0
-__all__ = ['DEMO', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main', 'cmd_predict',
-           'cmd_export']
+__all__ = ['RECIPE', 'STAGE_LOSS', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main',
+           'cmd_predict', 'cmd_export']
 
 # %% ../nbs/90_cli.ipynb #95b4a1f7
 def cmd_data(args):
@@ -101,7 +101,11 @@ def cmd_train(args):
     rank0 = rank_distrib() == 0
     say = print if rank0 else (lambda *a, **k: None)   # only process 0 prints
     out = prepare_out(args.out)
-    args.size = args.size or STAGES[args.stage].size
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    args.loss = args.loss or STAGE_LOSS[args.stage]
+    # the recipe's 128 px on a CPU; on a GPU the stage's own size (300 for ssd: SSD300)
+    args.size = args.size or (RECIPE['size'] if dev == 'cpu' else STAGES[args.stage].size)
+    if args.bf16 is None: args.bf16 = bf16_native(dev)   # bfloat16 where the hardware has it
     # a bad --size fails now, not after the data
     STAGES[args.stage].model(1, backbone=args.backbone, size=args.size, **_model_kw(args))
     train, valid, classes = first_on_rank0(_load_data, args)   # a dataset to make is made once, by process 0
@@ -181,17 +185,16 @@ def cmd_evaluate(args):
     return 0
 
 # %% ../nbs/90_cli.ipynb #d47a84c9
-DEMO = dict(data='shapes', stage='ssd', loss='multibox', difficulty='easy', n_train=5120, n_valid=160, size=128, bs=32,
-            lr=1e-3, drop=None, backbone='resnet18', pretrained=False, img_dir=None, valid_json=None, check=True,
-            aug='none')
+# the course's recipe for a CPU (07c_ssd_small, bench/demo.md): `train`'s defaults, and all of `demo`
+RECIPE = dict(stage='ssd', n_train=5120, epochs=2, lr=2e-3, size=128, bs=32)
+STAGE_LOSS = {'grid4x4': 'bce', 'multigrid': 'bce', 'ssd': 'multibox'}   # the loss each stage's lesson trains with
 
 def cmd_demo(args):
-    ("Make (or reuse) the easy shapes data, train SSD at 128 px (ResNet18, MultiBox) in under 5 minutes on a CPU, "
-     "report its mAP.")
-    for k, v in DEMO.items():
-        if getattr(args, k, None) is None: setattr(args, k, v)  # the recipe, but what the command line gave (--n-train)
-    args.bf16 = bf16_native('cuda' if torch.cuda.is_available() else 'cpu')  # bfloat16 where the hardware has it
-    return cmd_train(args)
+    ("Make (or reuse) the easy shapes data and train the course's recipe on it (SSD at 128 px, ResNet18, MultiBox) "
+     "in under 5 minutes on a CPU; report its mAP.")
+    argv = ['train', '--size', str(RECIPE['size']), '--epochs', str(args.epochs), '--seed', str(args.seed),
+            '--out', args.out] + (['--n-train', str(args.n_train)] if args.n_train else [])
+    return cmd_train(get_parser().parse_args(argv))   # `train` with no other option: the recipe
 
 # %% ../nbs/90_cli.ipynb #b9b04b5b
 def _positive(s):
@@ -227,7 +230,8 @@ def _data_args(p, evaluate:bool=False):
     else: p.add_argument('--valid-json', default=None,
                          help='COCO: a validation JSON (default: hold out 20%% of --data)')
     p.add_argument('--difficulty', choices=list(DIFFICULTY), default='easy', help='shapes: difficulty (default easy)')
-    p.add_argument('--n-train', type=_positive, default=640, help='shapes: training images (default 640)')
+    p.add_argument('--n-train', type=_positive, default=RECIPE['n_train'],
+                   help=f"shapes: training images (default {RECIPE['n_train']})")
     p.add_argument('--n-valid', type=_positive, default=160, help='shapes: validation images (default 160)')
     p.add_argument('--no-check', dest='check', action='store_false',
                    help='do not decode every image before starting (faster start, later errors)')
@@ -257,27 +261,28 @@ def get_parser()->argparse.ArgumentParser:
     d.set_defaults(func=cmd_data)
     m = sub.add_parser('demo', help='offline demo: make the easy shapes data, train a detector on the CPU '
                                     'in under 5 minutes, print its mAP')
-    m.add_argument('--epochs', type=_positive, default=2, help='epochs (default 2)')
+    m.add_argument('--epochs', type=_positive, default=RECIPE['epochs'], help=f"epochs (default {RECIPE['epochs']})")
     m.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     m.add_argument('--n-train', type=_positive, default=None,
-                   help='training images (default 5120, the recipe; fewer make a quicker, weaker demo)')
+                   help=f"training images (default {RECIPE['n_train']}, the recipe; fewer make a quicker, weaker demo)")
     m.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     m.set_defaults(func=cmd_demo)
     t = sub.add_parser('train', help='train a detector')
-    t.add_argument('--stage', choices=list(STAGES), default='grid4x4',
-                   help='grid4x4, multigrid or ssd (SSD300) (default grid4x4)')
-    t.add_argument('--loss', choices=list(LOSSES), default='bce',
+    t.add_argument('--stage', choices=list(STAGES), default=RECIPE['stage'],
+                   help=f"grid4x4, multigrid or ssd (SSD300, or the SSD laid out for --size) (default {RECIPE['stage']})")
+    t.add_argument('--loss', choices=list(LOSSES), default=None,
                    help="bce or focal (class losses of SigmoidL1Loss), or multibox (softmax with hard negative mining) "
-                        "(default bce)")
+                        "(default the stage's lesson's: bce for grid4x4 and multigrid, multibox for ssd)")
     t.add_argument('--drop', type=float, default=None,
                    help='multigrid: head dropout (default 0.4, the walkthrough\'s; 0.1 trains faster from scratch)')
     _data_args(t)
-    t.add_argument('--epochs', type=_positive, default=8, help='epochs (default 8)')
+    t.add_argument('--epochs', type=_positive, default=RECIPE['epochs'], help=f"epochs (default {RECIPE['epochs']})")
     t.add_argument('--size', type=_positive, default=None,
-                   help="input size in pixels (default the stage's: 128, or 300 for ssd)")
-    t.add_argument('--bs', type=_positive, default=32, help='batch size (default 32)')
-    t.add_argument('--lr', type=_positive_float, default=3e-3,
-                   help='peak learning rate of the one-cycle schedule (default 3e-3)')
+                   help=f"input size in pixels (default {RECIPE['size']} on a CPU; on a GPU the stage's: 128, "
+                        "or 300 for ssd)")
+    t.add_argument('--bs', type=_positive, default=RECIPE['bs'], help=f"batch size (default {RECIPE['bs']})")
+    t.add_argument('--lr', type=_positive_float, default=RECIPE['lr'],
+                   help=f"peak learning rate of the one-cycle schedule (default {RECIPE['lr']:g})")
     t.add_argument('--backbone', choices=['resnet18', 'resnet34', 'vgg16', 'vgg16_bn'], default='resnet18',
                    help='body: resnet18, resnet34, or for ssd vgg16 (the paper\'s, for --pretrained ImageNet weights) '
                         'and vgg16_bn (with batch norm: trains from random weights) (default resnet18)')
@@ -287,9 +292,9 @@ def get_parser()->argparse.ArgumentParser:
     t.add_argument('--aug', choices=list(AUG_FLAGS), default='none',
                    help="training-set augmentation: flip (fastai's flips and lighting), "
                         "ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
-    t.add_argument('--bf16', action='store_true',
-                   help='bfloat16 mixed precision: about 2x faster on CPUs with AVX512-BF16 or AMX, '
-                        'and on recent GPUs')
+    t.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=None,
+                   help='bfloat16 mixed precision: about 2x faster on CPUs with AVX512-BF16 or AMX, and on recent '
+                        'GPUs (default: on where the hardware has it)')
     t.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     t.add_argument('--sync-bn', action='store_true',
                    help='under torchrun or accelerate launch: batch norm statistics over the global batch '

@@ -45,6 +45,33 @@ def test_train_passes_aug_to_train_detector(flag, aug, tmp_path, monkeypatch):
     assert main(['train', '--aug', flag, '--n-train', '4', '--n-valid', '2', '--epochs', '1', '--out', str(tmp_path / 'o')]) != 0
     assert seen['aug'] == aug and type(seen['aug']) is type(aug)
 
+def test_train_defaults_are_the_recipe():
+    "`ssd-tutorial train` with no option trains the course's CPU recipe (`RECIPE`); the stage picks its lesson's loss."
+    from ssd_tutorial.cli import get_parser, RECIPE, STAGE_LOSS
+    a = get_parser().parse_args(['train'])
+    assert {k: getattr(a, k) for k in RECIPE if k != 'size'} == {k: v for k, v in RECIPE.items() if k != 'size'}
+    assert (a.data, a.difficulty, a.backbone, a.aug, a.pretrained) == ('shapes', 'easy', 'resnet18', 'none', False)
+    assert a.size is a.loss is a.bf16 is None   # settled by cmd_train from the device and the stage
+    assert STAGE_LOSS == {'grid4x4': 'bce', 'multigrid': 'bce', 'ssd': 'multibox'}
+    assert get_parser().parse_args(['train', '--no-bf16']).bf16 is False
+
+@pytest.mark.parametrize('stage,loss', [(None, 'multibox'), ('grid4x4', 'bce'), ('multigrid', 'bce')])
+def test_train_settles_size_loss_bf16_on_cpu(stage, loss, tmp_path, monkeypatch):
+    "On the CPU: 128 px whatever the stage, the stage's loss, bfloat16 as `bf16_native` says; `demo` is `train`'s defaults."
+    import ssd_tutorial.cli as cli
+    from ssd_tutorial.train import bf16_native
+    monkeypatch.setattr(cli.torch.cuda, 'is_available', lambda: False)
+    seen = {}
+    def fake(*a, **kw): seen.update(kw); raise RuntimeError('stopped by the test')
+    monkeypatch.setattr(cli, 'train_detector', fake)
+    argv = ['train', '--n-train', '4', '--n-valid', '2', '--out', str(tmp_path / 'o')] + (['--stage', stage] if stage else [])
+    assert main(argv) != 0
+    assert (seen['stage'], seen['size'], seen['loss'], seen['bf16']) == (stage or 'ssd', 128, loss, bf16_native('cpu'))
+    if stage: return
+    seen.clear()
+    assert main(['demo', '--n-train', '4', '--out', str(tmp_path / 'd')]) != 0
+    assert (seen['stage'], seen['size'], seen['loss'], seen['epochs'], seen['lr']) == ('ssd', 128, 'multibox', 2, cli.RECIPE['lr'])
+
 def test_train_rejects_unknown_aug(capsys):
     with pytest.raises(SystemExit) as e: main(['train', '--aug', 'mixup'])
     assert e.value.code == 2 and "invalid choice: 'mixup'" in capsys.readouterr().err

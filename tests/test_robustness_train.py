@@ -18,7 +18,7 @@ from ssd_tutorial.train import train_detector, NonFiniteLoss, LOSSES
 def shapes():
     return get_shapes(32, 8, size=128, difficulty='easy', progress=False)
 
-def args(shapes, out, *more): return ['train', '--data', str(shapes), '--epochs', '1', '--bs', '8', '--out', str(out), *more]
+def args(shapes, out, *more): return ['train', '--stage', 'grid4x4', '--data', str(shapes), '--epochs', '1', '--bs', '8', '--out', str(out), *more]
 
 def err_lines(capsys): return [l for l in capsys.readouterr().err.splitlines() if l.startswith('ssd-tutorial')]
 
@@ -93,7 +93,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
 # --- silent no-ops ------------------------------------------------------------------------------------------------
 
 def test_batch_size_larger_than_the_data_is_lowered_with_a_warning(shapes, tmp_path, capsys):
-    assert main(['train', '--data', str(shapes), '--epochs', '1', '--bs', '100', '--out', str(tmp_path)]) == 0
+    assert main(['train', '--stage', 'grid4x4', '--data', str(shapes), '--epochs', '1', '--bs', '100', '--out', str(tmp_path)]) == 0
     err, out = capsys.readouterr()[::-1]
     assert 'batch size 100 is larger than the 32 training images: using batch size 32' in err
     assert 'train loss nan' not in out
