@@ -163,7 +163,7 @@ def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float,
     keep = idx[~removed]
     return keep[scores[keep].argsort(descending=True, stable=True)]
 
-# %% ../nbs/07_ssd300.ipynb #dd8417ae
+# %% ../nbs/07_ssd300_loss.ipynb #dd8417ae
 def decode_ssd(clas:Tensor, # logits `[bs, A, C+1]`, background at index 0
                bbox:Tensor, # offsets `[bs, A, 4]`
                anchors:Tensor, # default boxes `[A, 4]` cthw

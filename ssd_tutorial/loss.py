@@ -90,7 +90,7 @@ class FocalLoss:
         return loss.sum() / self.n_classes
     def __repr__(self): return f'FocalLoss(n_classes={self.n_classes}, alpha={self.alpha}, gamma={self.gamma})'
 
-# %% ../nbs/07_ssd300.ipynb #d60e5356
+# %% ../nbs/07_ssd300_loss.ipynb #d60e5356
 def _iou_rows(a:Tensor, # boxes `[n, 4]` tlbr
               bt:Tensor # boxes `b` as coordinate rows `b.t()`, `[4, m]`
              )->Tensor: # `[n, m]`, equal to `box_iou(a, b)`
@@ -101,7 +101,7 @@ def _iou_rows(a:Tensor, # boxes `[n, 4]` tlbr
     union = (box_area(a)[:, None] + box_area(bt.t())[None]).sub_(inter)
     return inter.div_(union.clamp_(min=torch.finfo(inter.dtype).tiny))
 
-# %% ../nbs/07_ssd300.ipynb #c18a5c32
+# %% ../nbs/07_ssd300_loss.ipynb #c18a5c32
 def _bg_loss(clas:Tensor)->Tensor:
     "Cross-entropy of every box `[bs, A]` with class 0; on a CPU by groups of about 1M logits, which stay in the cache."
     bs, A, C1 = clas.shape
@@ -109,7 +109,7 @@ def _bg_loss(clas:Tensor)->Tensor:
                                       reduction='none').view(-1, A)
                       for c in clas.split(cache_step(clas))])
 
-# %% ../nbs/07_ssd300.ipynb #a2415825
+# %% ../nbs/07_ssd300_loss.ipynb #a2415825
 class MultiBoxLoss:
     "The SSD paper's loss for fastai: `loss(preds, bboxes, labels) = (L_conf + alpha * L_loc) / N`, hard negatives 3:1."
     def __init__(self, anchors:Tensor, # default boxes `[A, 4]` cthw in [0,1]

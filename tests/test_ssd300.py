@@ -1,4 +1,4 @@
-"SSD300 (nbs/07_ssd300.ipynb) against torchvision: default boxes, box coding, models, the MultiBox loss, decoding."
+"SSD300 (nbs/07_ssd300.ipynb, nbs/07_ssd300_loss.ipynb) against torchvision: default boxes, box coding, models, the MultiBox loss, decoding."
 import copy, math, pytest, torch, torch.nn as nn, torch.nn.functional as F, torchvision
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.models.detection.ssd import SSD
