@@ -15,10 +15,7 @@ with warnings.catch_warnings():
     from fastai.vision.all import ItemTransform, TensorBBox, TensorMultiCategory
 
 # %% auto #0
-__all__ = ['MEAN_RGB', 'SSD_CROP_OPTIONS', 'clip_boxes', 'grey', 'adjust_brightness', 'adjust_contrast', 'adjust_saturation',
-           'rgb2hsv', 'hsv2rgb', 'adjust_hue', 'photo_distort', 'photo_params', 'random_photo_distort', 'zoom_out',
-           'zoom_out_params', 'random_zoom_out', 'centres_inside', 'crop_objects', 'iou_crop_params', 'random_iou_crop',
-           'hflip', 'random_hflip', 'ssd_augment', 'PhotoDistort', 'ZoomOut', 'IoUCrop', 'HFlip', 'ssd_tfms']
+__all__ = ['MEAN_RGB', 'clip_boxes', 'grey', 'adjust_brightness', 'adjust_contrast', 'adjust_saturation', 'rgb2hsv', 'hsv2rgb', 'adjust_hue', 'photo_distort', 'photo_params', 'random_photo_distort', 'zoom_out', 'zoom_out_params', 'random_zoom_out', 'SSD_CROP_OPTIONS', 'centres_inside', 'crop_objects', 'iou_crop_params', 'random_iou_crop', 'hflip', 'random_hflip', 'ssd_augment', 'PhotoDistort', 'ZoomOut', 'IoUCrop', 'HFlip', 'ssd_tfms']
 
 # %% ../nbs/08_augment.ipynb #df050595
 def _arr(img)->np.ndarray:
@@ -181,7 +178,7 @@ def random_zoom_out(img, boxes, labels, g:torch.Generator|None=None,
     if torch.rand(1, generator=g) >= p: return (img, *clip_boxes(b, labels, w, h))
     return zoom_out(img, b, labels, **zoom_out_params(w, h, max_ratio, g), fill=fill)
 
-# %% ../nbs/08_augment.ipynb #efcdc523
+# %% ../nbs/08a_crop_chain.ipynb #efcdc523
 def centres_inside(boxes:Tensor, # `[n,4]` tlbr (a tensor or an array)
                    left, top, width, height # the patch
                   )->Tensor: # `[n]` bool
@@ -189,7 +186,7 @@ def centres_inside(boxes:Tensor, # `[n,4]` tlbr (a tensor or an array)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     return (left < cx) & (cx < left + width) & (top < cy) & (cy < top + height)
 
-# %% ../nbs/08_augment.ipynb #514f8fdc
+# %% ../nbs/08a_crop_chain.ipynb #514f8fdc
 def crop_objects(img, # PIL image or `[H,W,3]` uint8 array
                  boxes, labels, # `[n,4]` tlbr pixels, `n` labels
                  left:int, top:int, width:int, height:int # the patch, inside the image
@@ -203,10 +200,10 @@ def crop_objects(img, # PIL image or `[H,W,3]` uint8 array
     return (_like(out, img), *clip_boxes(b[keep] - torch.tensor([left, top, left, top]), _take(labels, keep),
                                          width, height))
 
-# %% ../nbs/08_augment.ipynb #18101f0c
+# %% ../nbs/08a_crop_chain.ipynb #18101f0c
 SSD_CROP_OPTIONS = (0., .1, .3, .5, .7, .9, 1.)  # minimum IoU; 0: a free patch, 1 (or more): the whole image
 
-# %% ../nbs/08_augment.ipynb #0cbc0401
+# %% ../nbs/08a_crop_chain.ipynb #0cbc0401
 def iou_crop_params(w:int, h:int, # image size
                     boxes:Tensor, # `[n,4]` tlbr pixels
                     options=SSD_CROP_OPTIONS, # minimum IoUs to draw from
@@ -235,7 +232,7 @@ def iou_crop_params(w:int, h:int, # image size
             return dict(min_iou=min_iou, left=left, top=top, width=cw, height=ch)
     return None
 
-# %% ../nbs/08_augment.ipynb #be8d5725
+# %% ../nbs/08a_crop_chain.ipynb #be8d5725
 def random_iou_crop(img, boxes, labels, g:torch.Generator|None=None, **kwargs)->tuple:
     "`crop_objects` on a patch drawn by `iou_crop_params(..., **kwargs)`, or the input when it draws the whole image."
     b, (h, w) = _boxes(boxes, labels), _arr(img).shape[:2]
@@ -244,21 +241,21 @@ def random_iou_crop(img, boxes, labels, g:torch.Generator|None=None, **kwargs)->
     prm.pop('min_iou')
     return crop_objects(img, b, labels, **prm)
 
-# %% ../nbs/08_augment.ipynb #f0dbf3e7
+# %% ../nbs/08a_crop_chain.ipynb #f0dbf3e7
 def hflip(img, boxes, labels)->tuple:
     "`img` mirrored left to right, with its boxes."
     a = _arr(img); b, (h, w) = _boxes(boxes, labels), a.shape[:2]
     return (_like(np.ascontiguousarray(a[:, ::-1]), img),
             *clip_boxes(torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1), labels, w, h))
 
-# %% ../nbs/08_augment.ipynb #c92d2421
+# %% ../nbs/08a_crop_chain.ipynb #c92d2421
 def random_hflip(img, boxes, labels, g:torch.Generator|None=None, p:float=.5)->tuple:
     "`hflip` with probability `p`, else the input (boxes clipped to the image)."
     if torch.rand(1, generator=g) < p: return hflip(img, boxes, labels)
     b, (h, w) = _boxes(boxes, labels), _arr(img).shape[:2]
     return (img, *clip_boxes(b, labels, w, h))
 
-# %% ../nbs/08_augment.ipynb #04a708b3
+# %% ../nbs/08a_crop_chain.ipynb #04a708b3
 def ssd_augment(img, # PIL image or `[H,W,3]` uint8 array
                 boxes, labels, # `[n,4]` tlbr pixels, `n` labels
                 g:torch.Generator|None=None, # random generator; `None`: torch's global one
@@ -272,7 +269,7 @@ def ssd_augment(img, # PIL image or `[H,W,3]` uint8 array
     x = random_iou_crop(*x, g=g)
     return random_hflip(*x, g=g, p=flip_p)
 
-# %% ../nbs/08_augment.ipynb #121ecb5f
+# %% ../nbs/08a_crop_chain.ipynb #121ecb5f
 class _BoxTfm(ItemTransform):
     "Apply `self.f` to the pixels, boxes and labels of a training item `(image, TensorBBox, TensorMultiCategory)`."
     split_idx = 0  # training set only
@@ -283,7 +280,7 @@ class _BoxTfm(ItemTransform):
         a, b, l = type(self).f(im, bb.as_subclass(Tensor), lbl.as_subclass(Tensor), **self.kwargs)
         return type(x)([im if a is im else type(im).create(a), TensorBBox.create(b), TensorMultiCategory(l)])
 
-# %% ../nbs/08_augment.ipynb #87799725
+# %% ../nbs/08a_crop_chain.ipynb #87799725
 class PhotoDistort(_BoxTfm):
     "`random_photo_distort` on training items (`photo_params` arguments)."
     order, f = -4, staticmethod(random_photo_distort)
@@ -294,7 +291,7 @@ class IoUCrop(_BoxTfm):
     "`random_iou_crop` on training items (`iou_crop_params` arguments)."
     order, f = -2, staticmethod(random_iou_crop)
 
-# %% ../nbs/08_augment.ipynb #a8f638d2
+# %% ../nbs/08a_crop_chain.ipynb #a8f638d2
 class HFlip(_BoxTfm):
     "`random_hflip` on training items (`p`)."
     order, f = -1, staticmethod(random_hflip)
