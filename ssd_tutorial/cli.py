@@ -15,6 +15,7 @@ from .loss import *
 from .checkpoint import *
 from .decode import *
 from .metrics import *
+from .errors import *
 from .train import *
 from .distributed import init_distrib, first_on_rank0, scale_lr, LR_RULES
 from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier
@@ -174,14 +175,18 @@ def cmd_evaluate(args):
     res = evaluate(model, valid, classes, anchors, gs, cfg['size'], bs=args.bs, detect=stage_detect(loss),
                    workers=workers)
     print(metrics_table(res, classes))
+    tide = tide_errors(res['gts'], res['dets'], classes)   # where the AP50 goes: TIDE's error kinds (06a_errors)
+    print(errors_table(tide))
     results, ids = _eval_results(args, res['dets'], valid, classes)
     (out / 'detections.json').write_text(json.dumps(results))
     (out / 'metrics.json').write_text(json.dumps({k: res[k] for k in ('voc07', 'voc', 'coco')}, indent=1))
     fig = plot_pr(res['gts'], res['dets'], classes)
     fig.savefig(out / 'pr_curves.png', dpi=80)
+    plot_errors(tide).savefig(out / 'errors.png', dpi=80)
     print(f"detections (COCO results format, plus file_name and category_name; {ids}): {out / 'detections.json'}\n"
           f"metrics: {out / 'metrics.json'}\n"
-          f"precision-recall curves: {out / 'pr_curves.png'} [{time.time() - t0:.0f}s]")
+          f"precision-recall curves: {out / 'pr_curves.png'}\n"
+          f"TIDE errors (dAP50 per kind): {out / 'errors.png'} [{time.time() - t0:.0f}s]")
     return 0
 
 # %% ../nbs/90_cli.ipynb #d47a84c9

@@ -119,3 +119,21 @@ def test_bf16_native_is_a_bool():
     from ssd_tutorial.train import bf16_native
     assert isinstance(bf16_native('cpu'), bool)
     if not torch.cuda.is_available(): assert bf16_native('cuda') is False
+
+def test_evaluate_prints_and_draws_tide_errors(tmp_path, capsys):
+    "`evaluate` prints TIDE's breakdown (AP50, 8 dAPs, error counts) under the AP table and writes errors.png."
+    import torch
+    from ssd_tutorial.data import make_shapes, SHAPES
+    from ssd_tutorial.model import grid_model
+    from ssd_tutorial.checkpoint import save_checkpoint, CheckpointConfig
+    shapes = make_shapes(tmp_path / 'shapes', n_train=2, n_valid=6, size=128, progress=False)
+    torch.manual_seed(0)   # untrained: many detections, mostly errors
+    ck = save_checkpoint(grid_model(len(SHAPES), backbone='resnet18', size=128),
+                         tmp_path / 'grid', CheckpointConfig('grid4x4', SHAPES, 128, 'resnet18', 'bce'))
+    assert main(['evaluate', '--ckpt', str(ck), '--data', str(shapes), '--out', str(tmp_path / 'eval')]) == 0
+    out = capsys.readouterr().out
+    assert out.index('mean ') < out.index('TIDE errors') < out.index('detections (COCO')
+    row = out[out.index('TIDE errors'):].splitlines()[2].split()
+    n = [int(v) for v in out[out.index('TIDE errors'):].splitlines()[3].split()[1:]]
+    assert len(row) == 9 and sum(n) > 0 and all(0 <= float(v) <= 1 for v in row)
+    assert (tmp_path / 'eval' / 'errors.png').stat().st_size > 5_000 and (tmp_path / 'eval' / 'pr_curves.png').exists()

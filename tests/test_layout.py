@@ -7,7 +7,7 @@ import pytest
 PKG = Path(__file__).parent.parent / 'ssd_tutorial'
 # bottom to top: a module may import the ones before it, never one after it
 LAYERS = ['boxes', 'files', 'augment', 'data', 'anchors', 'model', 'loss', 'checkpoint', 'decode', 'metrics',
-          'distributed', 'train', 'inference', 'cli', 'all']
+          'errors', 'distributed', 'train', 'inference', 'cli', 'all']
 
 def _tree(name): return ast.parse((PKG / f'{name}.py').read_text())
 
