@@ -147,9 +147,9 @@ def errors_table(runs:dict # `{name: tide_errors result}`, or one result
     "The AP50 and dAP of each error kind (and FP, FN) of `runs`, a row each; counts of errors below with `n`."
     runs = {'': runs} if 'dAP' in runs else runs; w = max(12, *(len(k) for k in runs))
     head = f"{'':{w}s} {'AP50':>6s} " + ' '.join(f'{k:>6s}' for k in TIDE_KINDS) + f" {'FP':>6s} {'FN':>6s}"
-    rows = [f"{k:{w}s} {r['AP']:6.3f} " + ' '.join(f"{r['dAP'][e]:6.3f}" for e in TIDE_KINDS + ('FP', 'FN'))
-            for k, r in runs.items()]
-    rows += [f"{'n ' + k:{w}s} {'':6s} " + ' '.join(f"{r['counts'][e]:6d}" for e in TIDE_KINDS) for k, r in runs.items()]
+    row = lambda k, r: f"{k:{w}s} {r['AP']:6.3f} " + ' '.join(f"{r['dAP'][e]:6.3f}" for e in TIDE_KINDS + ('FP', 'FN'))
+    cnt = lambda k, r: f"{'n ' + k:{w}s} {'':6s} " + ' '.join(f"{r['counts'][e]:6d}" for e in TIDE_KINDS)
+    rows = [row(k, r) for k, r in runs.items()] + [cnt(k, r) for k, r in runs.items()]
     return '\n'.join(['TIDE errors: dAP50 of each kind fixed alone; n: number of errors', head] + rows)
 
 # %% ../nbs/06a_errors.ipynb #ce3d244c
