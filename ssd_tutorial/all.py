@@ -8,8 +8,8 @@ __all__ = []
 # %% ../nbs/99_all.ipynb #802eb085
 from . import (
     boxes as _boxes, files as _files, augment as _augment, data as _data, anchors as _anchors, model as _model,
-    loss as _loss, checkpoint as _checkpoint, decode as _decode, metrics as _metrics, distributed as _distributed,
-    train as _train, inference as _inference)
+    loss as _loss, checkpoint as _checkpoint, decode as _decode, metrics as _metrics, errors as _errors,
+    distributed as _distributed, train as _train, inference as _inference)
 from .boxes import *
 from .files import *
 from .augment import *
@@ -20,9 +20,10 @@ from .loss import *
 from .checkpoint import *
 from .decode import *
 from .metrics import *
+from .errors import *
 from .distributed import *
 from .train import *
 from .inference import *
 __all__ = [n for m in (_boxes, _files, _augment, _data, _anchors, _model, _loss, _checkpoint, _decode, _metrics,
-                       _distributed, _train, _inference)
+                       _errors, _distributed, _train, _inference)
            for n in m.__all__]
