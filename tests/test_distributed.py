@@ -58,7 +58,7 @@ def test_cli_train_two_processes(tmp_path):
     out = tmp_path / 'out'
     res = torchrun(['ssd-tutorial', 'train', '--stage', 'grid4x4', '--n-train', 16, '--n-valid', 8, '--bs', 4, '--epochs', 1, '--sync-bn', '--out', out], python=False, timeout=300, env=CPU)
     assert res.returncode == 0, res.stdout[-3000:]
-    assert 'DDP: 2 processes (gloo), batch 4 each: global batch 8; learning rate 0.003 x 2 = 0.006 (linear scaling); batch norm synchronised' in res.stdout
+    assert 'DDP: 2 processes (gloo), batch 4 each: global batch 8; learning rate 0.002 x 2 = 0.004 (linear scaling); batch norm synchronised' in res.stdout
     for line in ('data: shapes', 'trained grid4x4', 'checkpoint: ', 'validation mAP'): assert res.stdout.count(line) == 1, line   # process 0 alone
     assert sorted(p.name for p in out.iterdir()) == ['grid4x4.json', 'grid4x4.pth', 'predictions.png']   # written once (no .prev)
     model, cfg = load_checkpoint(out / 'grid4x4.pth')

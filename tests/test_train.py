@@ -64,7 +64,7 @@ def test_train_detector_refuses_unknown_stage_and_loss(shapes):
 def test_cli_trains_and_evaluates_ssd_multibox_and_the_checkpoint_round_trips(shapes, tmp_path):
     path, _, valid = shapes
     out = tmp_path / 'out'
-    assert main(['train', '--stage', 'ssd', '--loss', 'multibox', '--data', str(path), '--epochs', '1', '--bs', '8', '--out', str(out)]) == 0
+    assert main(['train', '--stage', 'ssd', '--size', '300', '--loss', 'multibox', '--data', str(path), '--epochs', '1', '--bs', '8', '--out', str(out)]) == 0
     model, cfg = load_checkpoint(out / 'ssd.pth', 'cuda' if torch.cuda.is_available() else 'cpu')   # where `evaluate` runs it
     assert (cfg['stage'], cfg['size'], cfg['loss'], cfg['backbone']) == ('ssd', 300, 'multibox', 'resnet18')
     assert main(['evaluate', '--ckpt', str(out / 'ssd.pth'), '--data', str(path), '--out', str(tmp_path / 'ev')]) == 0
