@@ -111,8 +111,7 @@ def cmd_train(args):
     train, valid, classes = first_on_rank0(_load_data, args)   # a dataset to make is made once, by process 0
     say(f'data: {args.data}: {len(train)} training and {len(valid)} validation images, classes {classes}')
     rule, sync_bn = getattr(args, 'lr_scaling', 'linear'), getattr(args, 'sync_bn', False)
-    # bfloat16 where the hardware has it; not by default with --sync-bn, whose batch norm all-reduces in float32
-    if args.bf16 is None: args.bf16 = bf16_native(dev) and not (world > 1 and sync_bn)
+    if args.bf16 is None: args.bf16 = bf16_native(dev)   # bfloat16 where the hardware has it
     lr = scale_lr(args.lr, world, rule)
     if world > 1: say(f"DDP: {world} processes ({torch.distributed.get_backend()}), batch {args.bs} each: "
                       f"global batch {world * args.bs}; "
@@ -300,7 +299,7 @@ def get_parser()->argparse.ArgumentParser:
                         "ssd (the SSD paper's: 08_augment), ssd-no-zoom (without zoom out) (default none)")
     t.add_argument('--bf16', action=argparse.BooleanOptionalAction, default=None,
                    help='bfloat16 mixed precision: about 2x faster on CPUs with AVX512-BF16 or AMX, and on recent '
-                        'GPUs (default: on where the hardware has it, but off with --sync-bn)')
+                        'GPUs (default: on where the hardware has it)')
     t.add_argument('--out', default='ssd_out', help='folder for the PNG and the checkpoint (default ssd_out)')
     t.add_argument('--sync-bn', action='store_true',
                    help='under torchrun or accelerate launch: batch norm statistics over the global batch '

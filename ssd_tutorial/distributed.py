@@ -84,6 +84,7 @@ class AllReduceBatchNorm(nn.BatchNorm2d):
      "`SyncBatchNorm` for CPUs.")
     def forward(self, x:Tensor)->Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1): return super().forward(x)
+        if x.dtype in (torch.bfloat16, torch.float16): x = x.float()   # as autocast runs batch norm: in float32
         n = _all_reduce(x.new_tensor(x.numel() / x.shape[1]))                         # images x pixels, all processes
         mean = _all_reduce(x.sum((0, 2, 3))) / n                                      # (C,)
         var = _all_reduce(((x - mean[:, None, None]) ** 2).sum((0, 2, 3))) / n        # (C,) biased, as batch norm uses
