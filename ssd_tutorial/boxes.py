@@ -9,7 +9,7 @@ from torch import Tensor
 from matplotlib import patches, patheffects
 
 # %% auto #0
-__all__ = ['cthw2tlbr', 'tlbr2cthw', 'box_area', 'box_inter', 'box_iou', 'class_colors', 'draw_box', 'show_boxes', 'show_rows']
+__all__ = ['cthw2tlbr', 'tlbr2cthw', 'box_area', 'box_inter', 'box_iou', 'class_colors', 'draw_box', 'show_boxes', 'count_found', 'show_rows']
 
 # %% ../nbs/00_boxes.ipynb #ee66dc4c
 def cthw2tlbr(b:Tensor # boxes `[...,4]` as (cx, cy, w, h)
@@ -92,6 +92,21 @@ def show_boxes(img, # an image: path, PIL image, `[3,H,W]` tensor or `[H,W,3]` a
         draw_box(ax, b, color=cols[idx % len(cols)], label=name)
     return ax
 
+# %% ../nbs/02d_grid_train.ipynb #02f0c002
+def count_found(truth:list, # per image `(boxes [n, 4] tlbr, labels)`, the objects
+                dets:list, # per image a dict of `boxes` (tlbr, the same units as `truth`) and `labels`
+                iou_thresh:float=.5)->tuple:
+    "`(found, total)`: the objects of `truth` that some detection of their class overlaps with IoU above `iou_thresh`."
+    found = total = 0
+    for (tb, tl), d in zip(truth, dets):
+        tb, db = torch.as_tensor(tb, dtype=torch.float).reshape(-1, 4), torch.as_tensor(d['boxes'], dtype=torch.float).reshape(-1, 4)
+        tl = tl.tolist() if isinstance(tl, Tensor) else list(tl)
+        dl = d['labels'].tolist() if isinstance(d['labels'], Tensor) else list(d['labels'])
+        iou = box_iou(tb, db.to(tb.device)) if len(db) else torch.zeros(len(tb), 0)
+        same = torch.tensor([[a == b for b in dl] for a in tl], dtype=torch.bool).reshape(iou.shape)
+        found += int(((iou > iou_thresh) & same).any(1).sum()); total += len(tl)
+    return found, total
+
 # %% ../nbs/02d_grid_train.ipynb #02f00006
 def show_rows(images:list, # what `show_boxes` shows: file paths, PIL images or `[3,H,W]` tensors
               truth:list, # per image `(boxes, labels)` in pixels: the top row
@@ -103,9 +118,11 @@ def show_rows(images:list, # what `show_boxes` shows: file paths, PIL images or 
     for i, (im, (b, l)) in enumerate(zip(images, truth)):
         show_boxes(im, b, l, classes=classes, ax=axs[0, i], title='ground truth' if i == 0 else None)
     for row, (name, dets) in enumerate(rows.items(), 1):
+        found, total = count_found(truth, dets)
+        print(f'{name}: {found} of {total} objects found (a box of their class at IoU > 0.5)')
         for i, (im, d) in enumerate(zip(images, dets)):
             labels = d['labels'].tolist() if isinstance(d['labels'], Tensor) else list(d['labels'])
             show_boxes(im, d['boxes'], labels, d['scores'].tolist(), classes=classes, ax=axs[row, i],
-                       title=name if i == 0 else None)
+                       title=f'{name}: {found}/{total}' if i == 0 else None)
     fig.tight_layout()
     return fig

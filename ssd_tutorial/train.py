@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, os, warnings, torch
 from dataclasses import dataclass
 from typing import Callable
-from torch import Tensor
+from torch import Tensor, nn
 from .data import *
 from .boxes import *
 from .anchors import *
@@ -25,7 +25,7 @@ from torch.amp import GradScaler
 # %% auto #0
 __all__ = ['STAGES', 'LOSSES', 'MODEL_FACTORIES', 'AUG_FLAGS', 'Stage', 'stage_priors', 'make_loss', 'decode_softmax',
            'stage_detect', 'load_checkpoint', 'bf16_native', 'BF16Training', 'NonFiniteLoss', 'StopOnNonFinite',
-           'default_workers', 'train_detector', 'show_models']
+           'default_workers', 'warm_start', 'train_detector', 'show_models']
 
 # %% ../nbs/07a_train.ipynb #7a000007
 def _grid_priors(model, size:int)->tuple: return grid_anchors(4), .25
@@ -165,6 +165,16 @@ def _world()->int:
     from fastai.torch_core import num_distrib
     return max(1, num_distrib())
 
+# %% ../nbs/07a_train.ipynb #7a0d0002
+def warm_start(model:nn.Module, path # a checkpoint's weights file (`.pth`, as `save_checkpoint` writes it)
+              )->tuple: # `(tensors copied, tensors of model)`
+    "Copy into `model` every tensor of the checkpoint at `path` whose name and shape match; the rest stay as they are."
+    src, own = torch.load(path, map_location='cpu', weights_only=True), model.state_dict()
+    same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+    if not same: raise ValueError(f'{path}: no weight of this checkpoint fits the model (names or shapes differ)')
+    model.load_state_dict(same, strict=False)
+    return len(same), len(own)
+
 # %% ../nbs/07a_train.ipynb #0a7a7b08
 def train_detector(train:list, valid:list, # `Record`s
                    classes:list, # class names
@@ -183,7 +193,8 @@ def train_detector(train:list, valid:list, # `Record`s
                   distributed:bool=False,
                   sync_bn:bool=False, # with `distributed`: batch norm statistics over the global batch
                   # DataLoader worker processes; default `default_workers()`: 0 on a CPU, up to 8 with a GPU
-                  workers:int|None=None
+                  workers:int|None=None,
+                  init=None # a checkpoint `.pth` to start from (`warm_start`): fine-tuning
                   )->Learner:
     ("A fastai `Learner` for `stage` trained with `fit_one_cycle` on `train`/`valid` records "
      "(in bfloat16 if `bf16`, with DDP if `distributed`).")
@@ -207,6 +218,7 @@ def train_detector(train:list, valid:list, # `Record`s
     dls = get_dls(train, valid, classes, size=size, bs=bs, seed=seed, aug=aug,
                   num_workers=default_workers() if workers is None else workers)
     model = st.model(len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
+    if init is not None: warm_start(model, init)
     anchors, gs = stage_priors(stage, model, size)
     learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive),
                     cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))

@@ -48,3 +48,26 @@ def test_show_boxes_draws_each_box():
     assert len(ax.patches) == 2
     assert [t.get_text() for t in ax.texts] == ['a 0.50', 'b 0.25']
     assert ax.patches[0].get_edgecolor() != ax.patches[1].get_edgecolor()  # one colour per class
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_count_found_matches_a_torchvision_count(seed):
+    "CPU: `count_found` against a count made object by object with `torchvision.ops.box_iou`."
+    g = torch.Generator().manual_seed(seed)
+    truth, dets, want = [], [], 0
+    for _ in range(5):
+        tb, db = rand_boxes(4, g) * 100, rand_boxes(6, g) * 100
+        tl, dl = torch.randint(1, 4, (4,), generator=g).tolist(), torch.randint(1, 4, (6,), generator=g)
+        db[:2] = tb[:2] + torch.rand(2, 4, generator=g) * 8         # near some objects, their class or not
+        truth.append((tb, tl)); dets.append(dict(boxes=db, labels=dl))
+        iou = torchvision.ops.box_iou(tb, db)
+        want += sum(any(iou[i, j] > .5 and dl[j] == tl[i] for j in range(6)) for i in range(4))
+    assert count_found(truth, dets) == (want, 20)
+    assert 0 < want
+
+def test_count_found_edge_cases():
+    "CPU: no detections, no objects, labels as names."
+    b = torch.tensor([[0., 0, 10, 10]])
+    assert count_found([(b, ['star'])], [dict(boxes=torch.zeros(0, 4), labels=[])]) == (0, 1)
+    assert count_found([(torch.zeros(0, 4), [])], [dict(boxes=b, labels=['star'])]) == (0, 0)
+    assert count_found([(b, ['star'])], [dict(boxes=b, labels=['cross'])]) == (0, 1)
+    assert count_found([(b, ['star'])], [dict(boxes=b, labels=['star'])]) == (1, 1)

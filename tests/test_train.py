@@ -86,3 +86,29 @@ def test_train_detector_ssd_on_cuda_in_bf16(shapes):
     assert next(learn.model.parameters()).is_cuda and torch.isfinite(torch.tensor(learn.recorder.values[-1][:2])).all()
     res = evaluate(learn.model, valid, SHAPES, learn.anchors, learn.grid_size, 300, progress=False, detect=learn.detect)
     assert 0 <= res['coco']['AP'] <= 1
+
+def test_warm_start_copies_what_fits(tmp_path):
+    "CPU: SSD300 from the 128 px SSD: every tensor of the same name and shape copied, the sixth map's left alone."
+    from ssd_tutorial.train import warm_start
+    from ssd_tutorial.checkpoint import save_checkpoint
+    torch.manual_seed(0)
+    src, dst = ssd_model(5, 'resnet18', size=128), ssd_model(5, 'resnet18', size=300)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    ck = save_checkpoint(src, tmp_path / 'small', stage='ssd', classes=SHAPES, size=128, backbone='resnet18')
+    n, total = warm_start(dst, ck)
+    s, d = src.state_dict(), dst.state_dict()
+    fits = [k for k in d if k in s and s[k].shape == d[k].shape]
+    assert (n, total) == (len(fits), len(d)) and 0 < n < total
+    assert all(torch.equal(d[k], s[k]) for k in fits)
+    assert all(torch.equal(d[k], before[k]) for k in d if k not in fits)
+    with pytest.raises(ValueError, match='small.pth'): warm_start(torch.nn.Linear(2, 2), ck)
+
+def test_train_detector_init_starts_from_the_checkpoint(shapes, tmp_path):
+    "CPU: `init` puts the checkpoint's weights in before training (zero epochs of change: lr tiny, one step)."
+    from ssd_tutorial.checkpoint import save_checkpoint
+    _, train, valid = shapes
+    src = ssd_model(5, 'resnet18', size=128)
+    ck = save_checkpoint(src, tmp_path / 'small', stage='ssd', classes=SHAPES, size=128, backbone='resnet18')
+    learn = train_detector(train, valid, SHAPES, 'ssd', size=128, bs=16, epochs=1, lr=1e-12, loss='multibox', init=ck)
+    w, v = learn.model.body.extras[0][0].weight, src.body.extras[0][0].weight
+    assert torch.allclose(w.cpu(), v, atol=1e-6)
