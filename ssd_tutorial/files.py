@@ -27,6 +27,7 @@ _SHAPES_FILE = re.compile(r'JPEGImages/(train|val)_\d{5,}\.jpg|Annotations/(trai
                           r'|ImageSets/Main/(train|val)\.txt|shapes\.json')
 _SHAPES_DIRS = {'JPEGImages', 'Annotations', 'ImageSets', 'ImageSets/Main'}
 
+# %% ../nbs/01a_files.ipynb #s251a003
 def clear_shapes(path:Path):
     "Delete an old shapes dataset at `path`; a `DataError` if `path` holds anything else."
     if not path.exists(): return
@@ -55,6 +56,7 @@ def read_xml(fn:Path):
         raise DataError(f"{fn}: malformed XML ({e}){hint}") from None
     except OSError as e: raise DataError(f"{fn}: cannot be read ({e})") from None
 
+# %% ../nbs/01a_files.ipynb #s251a006
 def xml_text(node, tag:str, src, default=None):
     t = node.find(tag)
     if t is None or t.text is None:
@@ -62,6 +64,7 @@ def xml_text(node, tag:str, src, default=None):
         raise DataError(f"{src}: missing <{tag}> in <{node.tag}>")
     return t.text.strip()
 
+# %% ../nbs/01a_files.ipynb #s251a007
 def xml_num(node, tag:str, src, default=None)->float:
     "The number in `<tag>` of `node` (`default` if absent); `DataError` naming `src` unless it is finite."
     t = xml_text(node, tag, src, default)
@@ -77,6 +80,7 @@ def _split_id(l:str, ann:Path)->str:
     m = re.fullmatch(r'(.+?)\s+(-?1|0)', l)
     return m.group(1) if m and not (ann / f'{l}.xml').exists() else l
 
+# %% ../nbs/01a_files.ipynb #s251a010
 def split_ids(sf:Path, ann:Path)->list:
     "Image ids in split file `sf`, one a line (they may hold spaces)."
     try: return [_split_id(l.strip(), ann) for l in sf.read_text(encoding='utf-8').splitlines() if l.strip()]
@@ -93,15 +97,18 @@ def _orientation(im)->int:
     o = im.getexif().get(0x0112, 1)
     return o if o in _TURN else 1
 
+# %% ../nbs/01a_files.ipynb #s251a012
 def exif_upright(im:Image.Image)->Image.Image:
     "`im` turned upright by its EXIF orientation if it was read from a file (`im.format` set), else `im` as it is."
     o = _orientation(im) if im.format else 1
     return im.transpose(_TURN[o]) if o != 1 else im
 
+# %% ../nbs/01a_files.ipynb #s251a013
 # the largest image read: a 400 Mpx pixel-shift photo (Pillow's own limit, 179 Mpx, is set aside)
 MAX_PIXELS = 400_000_000
 _OPENING = threading.Lock()
 
+# %% ../nbs/01a_files.ipynb #s251a014
 @contextlib.contextmanager
 def _no_pillow_limit():
     "Pillow's decompression-bomb limit (a module global) set aside for one file at a time, then put back."
@@ -110,6 +117,7 @@ def _no_pillow_limit():
         try: yield
         finally: Image.MAX_IMAGE_PIXELS = limit
 
+# %% ../nbs/01a_files.ipynb #s251a015
 def _open(fn)->Image.Image:
     ("`Image.open(fn)` under `MAX_PIXELS` instead of Pillow's decompression-bomb limit; an `ImageError` for a bigger "
      "image.")
@@ -121,6 +129,7 @@ def _open(fn)->Image.Image:
                          f"this package reads (ssd_tutorial.files.MAX_PIXELS); make it smaller first")
     return im
 
+# %% ../nbs/01a_files.ipynb #s251a016
 def _header(fn)->tuple:
     "`(w, h, orientation)` of image `fn` as stored, read from its header."
     try:
@@ -129,6 +138,7 @@ def _header(fn)->tuple:
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 
+# %% ../nbs/01a_files.ipynb #s251a017
 def image_size(fn:Path)->tuple:
     "`(w, h)` of image `fn` as a viewer shows it (EXIF orientations 5-8 turn it by 90 degrees), from its header only."
     w, h, o = _header(fn)
@@ -144,6 +154,7 @@ def _to_8bit(im:Image.Image)->Image.Image:
     else: a = (a - lo) / max(hi - lo, 1e-12) * 255  # any other range: stretched to 0..255
     return Image.fromarray(a.round().astype(np.uint8))
 
+# %% ../nbs/01a_files.ipynb #s251a021
 def rgb8(im:Image.Image)->Image.Image:
     "8-bit RGB of a loaded PIL image: 16-bit, 32-bit and float scaled (`_to_8bit`), transparency composited over white."
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F'): im = _to_8bit(im)
@@ -152,6 +163,7 @@ def rgb8(im:Image.Image)->Image.Image:
                                                                                  im.convert('RGBA'))
     return im.convert('RGB')
 
+# %% ../nbs/01a_files.ipynb #s251a022
 def _load(fn, draft:bool|int=False)->Image.Image:
     ("`load_image`; `draft=True` decodes a JPEG at 1/8 scale (every byte is still read, so truncation is caught), "
      "`draft=n` at the smallest scale still `n` px each way.")
@@ -170,6 +182,7 @@ def _load(fn, draft:bool|int=False)->Image.Image:
     except FileNotFoundError: raise ImageError(f"{fn}: image file not found") from None
     except Exception as e: raise ImageError(f"{fn}: corrupt or unreadable image ({e})") from None
 
+# %% ../nbs/01a_files.ipynb #s251a023
 def load_image(fn:Path, # an image file
                draft:bool|int=False # True: a JPEG at 1/8 scale; `n`: at the smallest scale still `n` px each way
               )->Image.Image:
@@ -183,6 +196,7 @@ def check_image(fn:Path):
      "that fails.")
     _load(fn, draft=True)
 
+# %% ../nbs/01a_files.ipynb #s251a029
 def find_unreadable(fns:list)->list:
     "Error messages of the images in `fns` that cannot be decoded (with a progress bar when there are many)."
     bad = []
@@ -191,6 +205,7 @@ def find_unreadable(fns:list)->list:
         except ImageError as e: bad.append(str(e))
     return bad
 
+# %% ../nbs/01a_files.ipynb #s251a030
 def raise_unreadable(src, msgs:list):
     "One `ImageError` that counts `msgs` and shows the first five; nothing if there are none."
     if len(msgs) == 1: raise ImageError(msgs[0])
@@ -198,6 +213,7 @@ def raise_unreadable(src, msgs:list):
     if msgs:
         raise ImageError(f"{f'{src}: ' if src else ''}{len(msgs)} images cannot be read{first}" + '; '.join(msgs[:5]))
 
+# %% ../nbs/01a_files.ipynb #s251a031
 def check_images(items:list, # `Record`s or image files
                  src=None # named at the start of the error, e.g. the annotation file
                 ):
@@ -217,6 +233,7 @@ def _turn_boxes(b:list, o:int, w:int, h:int)->list:
         out.append([x1, y1, x2, y2])
     return out
 
+# %% ../nbs/01a_files.ipynb #s251a034
 def fit_boxes(src, b:list, declared:tuple, img:Path)->tuple:
     "Boxes `b` drawn on an image of `declared` (w, h), moved onto image `img` as a viewer shows it: `(boxes, (w, h))`."
     w, h, o = _header(img)
@@ -263,6 +280,7 @@ def read_json(fn:Path):
     except (ValueError, RecursionError) as e: raise DataError(f"{fn}: malformed JSON ({e})") from None
     except OSError as e: raise DataError(f"{fn}: cannot be read ({e})") from None
 
+# %% ../nbs/01a_files.ipynb #s251a039
 _is_id = lambda v: isinstance(v, (int, str)) and not isinstance(v, bool)
 _is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 _COCO_FIELDS = {'id': (_is_id, 'a number or a string'), 'image_id': (_is_id, 'a number or a string'),
@@ -273,6 +291,7 @@ _COCO_FIELDS = {'id': (_is_id, 'a number or a string'), 'image_id': (_is_id, 'a 
                 'bbox': (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_is_num, v)),
                          '4 numbers [x, y, w, h]')}
 
+# %% ../nbs/01a_files.ipynb #s251a040
 def _coco_fields(src, kind:str, i:int, o, *keys)->list:
     ("Fields `keys` of `o`, record #`i` of list `kind` in COCO file `src`; `DataError` naming it if one is missing or "
      "wrong.")
