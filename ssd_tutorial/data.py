@@ -11,14 +11,16 @@ import numpy as np, torch, matplotlib.pyplot as plt
 from PIL import Image, ImageDraw
 from torch import Tensor
 from fastprogress.fastprogress import progress_bar
+
+# %% auto #0
+__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
+
+# %% ../nbs/01_data.ipynb #s2501001
 from .boxes import *
 from .files import *   # the checks of 01a_files, and the helpers the readers below call
 from .augment import ssd_tfms   # the SSD paper's augmentation (08_augment), a choice of `get_dls`
 # also `from .data import *`
 _all_ = ['DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images']
-
-# %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
 
 # %% ../nbs/01_data.ipynb #ce41c2c6
 @dataclass
@@ -313,6 +315,7 @@ with warnings.catch_warnings():
                                    IndexSplitter, aug_transforms, imagenet_stats, Transform, TensorMultiCategory,
                                    set_seed)
 
+# %% ../nbs/01_data.ipynb #s2501002
 class LongLabels(Transform):
     "Cast label tensors to int64 (an image without objects otherwise yields float labels)."
     def encodes(self, x:TensorMultiCategory): return x.long()
