@@ -12,6 +12,12 @@ from .data import *
 from .anchors import *
 from .model import *
 from .loss import *
+
+# %% auto #0
+__all__ = ['RECIPE', 'STAGE_LOSS', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main',
+           'cmd_predict', 'cmd_export']
+
+# %% ../nbs/90_cli.ipynb #s2590001
 from .checkpoint import *
 from .decode import *
 from .metrics import *
@@ -19,11 +25,6 @@ from .errors import *
 from .train import *
 from .distributed import init_distrib, first_on_rank0, scale_lr, LR_RULES
 from fastai.torch_core import rank_distrib, num_distrib, distrib_barrier
-
-
-# %% auto #0
-__all__ = ['RECIPE', 'STAGE_LOSS', 'cmd_data', 'prepare_out', 'cmd_train', 'cmd_evaluate', 'cmd_demo', 'get_parser', 'main',
-           'cmd_predict', 'cmd_export']
 
 # %% ../nbs/90_cli.ipynb #95b4a1f7
 def cmd_data(args):
@@ -39,26 +40,35 @@ def cmd_data(args):
     fig.savefig(out / 'shapes_samples.png', dpi=80); print(f'samples: {out / "shapes_samples.png"}')
     return 0
 
+# %% ../nbs/90_cli.ipynb #s2590012
+def _try_write(out:Path):
+    "Make folder `out` and write (then delete) a file in it: an `OSError` if either fails."
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out): pass
+
 # %% ../nbs/90_cli.ipynb #c1a00004
 def prepare_out(out)->Path:
     "The output folder `out`, made if needed and checked to be writable now, before any long work starts."
     out = Path(out)
     if out.exists() and not out.is_dir(): raise ValueError(f'{out}: the output folder (--out) is a file, not a folder')
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out): pass
+    try: _try_write(out)
     except OSError as e:
         raise ValueError(f'{out}: cannot write to the output folder (--out): {e.strerror or e}') from None
     return out
 
 # %% ../nbs/90_cli.ipynb #c7d5d02d
+def _keep_previous(ck:Path)->str:
+    "Move an older checkpoint `ck` (and its .json) to `<stage>.prev.pth` (`.prev.json`); a note that says so, or ''."
+    if not ck.exists(): return ''
+    for s in ('.pth', '.json'):
+        if ck.with_suffix(s).exists(): os.replace(ck.with_suffix(s), ck.with_suffix('.prev' + s))
+    return f' (the one that was there is now {ck.with_suffix(".prev.pth").name})'
+
+# %% ../nbs/90_cli.ipynb #s2590005
 def _save(learn, args, classes:list, out:Path)->Path:
     "Write the checkpoint of `learn.model` to `out/<stage>.pth`; an older one there is kept as `<stage>.prev.pth`."
-    ck, note = out / f'{args.stage}.pth', ''
-    if ck.exists():
-        for s in ('.pth', '.json'):
-            if ck.with_suffix(s).exists(): os.replace(ck.with_suffix(s), ck.with_suffix('.prev' + s))
-        note = f' (the one that was there is now {ck.with_suffix(".prev.pth").name})'
+    ck = out / f'{args.stage}.pth'
+    note = _keep_previous(ck)
     # the stage, classes, size, backbone, loss and model settings it trained with
     save_checkpoint(learn.model, ck, learn.config)
     print(f'checkpoint: {ck} (+ {ck.with_suffix(".json").name}){note}')
@@ -68,8 +78,7 @@ def _save(learn, args, classes:list, out:Path)->Path:
 def _report(learn, args, classes:list, out:Path):
     "The optional part, after the checkpoint: the predictions PNG and the validation metrics."
     anchors, gs = learn.anchors, learn.cell_size  # the read-out moves them to the model's device
-    fig = show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=learn.detect)
-    fig.savefig(out / 'predictions.png', dpi=80)
+    show_preds(learn.model, learn.dls, anchors, gs, n=6, detect=learn.detect).savefig(out / 'predictions.png', dpi=80)
     print(f'predictions: {out / "predictions.png"}')
     res = evaluate(learn.model, list(learn.dls.valid_ds.items), classes, anchors, gs, args.size,
                    progress=False, detect=learn.detect)
@@ -194,6 +203,7 @@ def cmd_evaluate(args):
 RECIPE = dict(stage='ssd', n_train=5120, epochs=2, lr=2e-3, size=128, bs=32)
 STAGE_LOSS = {'grid4x4': 'bce', 'multigrid': 'bce', 'ssd': 'multibox'}   # the loss each stage's lesson trains with
 
+# %% ../nbs/90_cli.ipynb #s2590006
 def cmd_demo(args):
     ("Make (or reuse) the easy shapes data and train the course's recipe on it (SSD at 128 px, ResNet18, MultiBox) "
      "in under 5 minutes on a CPU; report its mAP.")
@@ -208,6 +218,7 @@ def _positive(s):
     if v <= 0: raise argparse.ArgumentTypeError(f'must be a positive integer, got {s}')
     return v
 
+# %% ../nbs/90_cli.ipynb #s2590007
 def _count(s):
     try: v = int(s)
     except ValueError: v = -1
@@ -247,6 +258,8 @@ def _data_args(p, evaluate:bool=False):
 
 # %% ../nbs/90_cli.ipynb #7c4580be
 _COMMANDS = []  # functions that add the sub-parsers of later sections (predict, export) to `get_parser`'s
+# the help of `--ckpt`, the same in `evaluate`, `predict` and `export`
+_CKPT_HELP = 'checkpoint written by train or demo (its weights file, any name, with its .json beside it)'
 
 # %% ../nbs/90_cli.ipynb #d02e0652
 def get_parser()->argparse.ArgumentParser:
@@ -313,8 +326,7 @@ def get_parser()->argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     e = sub.add_parser('evaluate', help='VOC and COCO mAP of a checkpoint on every image of a dataset '
                                         '(a VOC folder: its test or val split; shapes: its validation images)')
-    e.add_argument('--ckpt', required=True,
-                   help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    e.add_argument('--ckpt', required=True, help=_CKPT_HELP)
     _data_args(e, evaluate=True)
     e.add_argument('--size', type=_positive, default=None,
                    help="shapes: image size of the dataset to make (default the checkpoint's input size)")
@@ -430,8 +442,7 @@ def _score(s):
 def _predict_parser(sub):
     p = sub.add_parser('predict', help='run a checkpoint on your own images: pictures with boxes, detections.json, '
                                        'a line per image')
-    p.add_argument('--ckpt', required=True,
-                   help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    p.add_argument('--ckpt', required=True, help=_CKPT_HELP)
     p.add_argument('images', nargs='+', metavar='IMAGE_OR_FOLDER',
                    help='image files, and folders of images (not searched recursively)')
     p.add_argument('--out', default='ssd_out/predict',
@@ -486,12 +497,12 @@ def cmd_export(args):
 def _export_parser(sub):
     p = sub.add_parser('export', help='write the network of a checkpoint as ONNX or TorchScript '
                                       '(post-processing stays in Python)')
-    p.add_argument('--ckpt', required=True,
-                   help='checkpoint written by train or demo (its weights file, any name, with its .json beside it)')
+    p.add_argument('--ckpt', required=True, help=_CKPT_HELP)
     p.add_argument('--format', choices=list(EXPORT_FORMATS), default='onnx',
                    help='onnx (needs the onnx package) or torchscript (default onnx)')
     p.add_argument('--out', default='ssd_out',
                    help='folder for the exported model and its settings JSON (default ssd_out)')
     p.set_defaults(func=cmd_export)
 
+# %% ../nbs/90_cli.ipynb #s2590009
 _COMMANDS.append(_export_parser)  # `ssd-tutorial export` joins the parser
