@@ -55,6 +55,7 @@ class SigmoidL1Loss:
         loc, conf = self.parts(preds, bboxes, labels)
         return loc + conf
 
+# %% ../nbs/02b_grid_loss.ipynb #s252b003
 SSDLoss = SigmoidL1Loss   # its name before: kept for one release
 
 # %% ../nbs/02d_grid_train.ipynb #02f00013
