@@ -129,6 +129,7 @@ def cmd_train(args):
     try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs,
                                 lr=lr, backbone=args.backbone, pretrained=args.pretrained, seed=args.seed,
                                 loss=args.loss, model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug],
+                                init=getattr(args, 'init', None),
                                 distributed=world > 1, sync_bn=sync_bn, workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:
         if not rank0: raise
@@ -306,6 +307,9 @@ def get_parser()->argparse.ArgumentParser:
                         'and vgg16_bn (with batch norm: trains from random weights) (default resnet18)')
     t.add_argument('--pretrained', action='store_true',
                    help='start from ImageNet weights (needs them cached or internet)')
+    t.add_argument('--init', default=None, metavar='CKPT',
+                   help='start from the weights of this checkpoint (.pth) wherever names and shapes match, e.g. SSD300 '
+                        'from a 128 px SSD (07d_ssd300_cpu): fine-tuning')
     t.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     t.add_argument('--aug', choices=list(AUG_FLAGS), default='none',
                    help="training-set augmentation: flip (fastai's flips and lighting), "

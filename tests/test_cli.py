@@ -137,3 +137,15 @@ def test_evaluate_prints_and_draws_tide_errors(tmp_path, capsys):
     n = [int(v) for v in out[out.index('TIDE errors'):].splitlines()[3].split()[1:]]
     assert len(row) == 9 and sum(n) > 0 and all(0 <= float(v) <= 1 for v in row)
     assert (tmp_path / 'eval' / 'errors.png').stat().st_size > 5_000 and (tmp_path / 'eval' / 'pr_curves.png').exists()
+
+def test_train_init_reaches_train_detector(tmp_path, monkeypatch):
+    "CPU: `--init CKPT` is handed to `train_detector` (which warm-starts from it, tests/test_train.py); none by default."
+    import ssd_tutorial.cli as cli
+    seen = {}
+    def fake(*a, **kw): seen.update(kw); raise RuntimeError('stopped by the test')
+    monkeypatch.setattr(cli, 'train_detector', fake)
+    base = ['train', '--n-train', '4', '--n-valid', '2', '--out', str(tmp_path / 'o')]
+    assert main(base + ['--init', str(tmp_path / 'small.pth')]) != 0
+    assert seen['init'] == str(tmp_path / 'small.pth')
+    seen.clear()
+    assert main(base) != 0 and seen['init'] is None
