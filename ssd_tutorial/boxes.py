@@ -99,7 +99,8 @@ def count_found(truth:list, # per image `(boxes [n, 4] tlbr, labels)`, the objec
     "`(found, total)`: the objects of `truth` that some detection of their class overlaps with IoU above `iou_thresh`."
     found = total = 0
     for (tb, tl), d in zip(truth, dets):
-        tb, db = torch.as_tensor(tb, dtype=torch.float).reshape(-1, 4), torch.as_tensor(d['boxes'], dtype=torch.float).reshape(-1, 4)
+        tb = torch.as_tensor(tb, dtype=torch.float).reshape(-1, 4)
+        db = torch.as_tensor(d['boxes'], dtype=torch.float).reshape(-1, 4)
         tl = tl.tolist() if isinstance(tl, Tensor) else list(tl)
         dl = d['labels'].tolist() if isinstance(d['labels'], Tensor) else list(d['labels'])
         iou = box_iou(tb, db.to(tb.device)) if len(db) else torch.zeros(len(tb), 0)

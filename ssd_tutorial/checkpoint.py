@@ -10,7 +10,8 @@ from pathlib import Path
 import torch, torch.nn as nn
 
 # %% auto #0
-__all__ = ['atomic_write', 'CheckpointConfig', 'save_checkpoint', 'read_config', 'checkpoint_files', 'read_checkpoint']
+__all__ = ['atomic_write', 'CheckpointConfig', 'save_checkpoint', 'read_config', 'checkpoint_files', 'read_weights',
+           'read_checkpoint']
 
 # %% ../nbs/02c_checkpoint.ipynb #622e45af
 def atomic_write(path:Path, write):
@@ -88,6 +89,21 @@ def checkpoint_files(path)->tuple:
         raise FileNotFoundError(f'{cfg}: checkpoint config not found (the .json written beside {p.name})')
     return p, cfg
 
+# %% ../nbs/02c_checkpoint.ipynb #02c0w001
+def read_weights(path, device='cpu')->dict:
+    "The state dict in the weights file `path`, read without unpickling; a bad file is a one-line error naming it."
+    try: sd = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError: raise FileNotFoundError(f'{path}: checkpoint not found') from None
+    except Exception as e:
+        why = ('it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e)
+               else (str(e).strip().splitlines() or [type(e).__name__])[0][:100])
+        raise ValueError(f'{path}: not a readable checkpoint '
+                         f'(truncated, or not written by save_checkpoint: {why})') from None
+    if not isinstance(sd, dict):
+        raise ValueError(f'{path}: not a checkpoint (holds a {type(sd).__name__}, not a state dict)')
+    return sd
+
+# %% ../nbs/02c_checkpoint.ipynb #02c0w002
 def read_checkpoint(path, # the weights file of a checkpoint (`name` alone finds `name.pth`); its config beside it
                     factories:dict, # `{stage: model function}`: how each stage's model is built
                     device='cpu'
@@ -102,14 +118,7 @@ def read_checkpoint(path, # the weights file of a checkpoint (`name` alone finds
                                          **cfg['model_kw'])
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
-    try: sd = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        why = ('it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e)
-               else (str(e).strip().splitlines() or [type(e).__name__])[0][:100])
-        raise ValueError(f'{path}: not a readable checkpoint '
-                         f'(truncated, or not written by save_checkpoint: {why})') from None
-    if not isinstance(sd, dict):
-        raise ValueError(f'{path}: not a checkpoint (holds a {type(sd).__name__}, not a state dict)')
+    sd = read_weights(path, device)
     own = model.state_dict()
     missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
     wrong = [k for k in own if k in sd and getattr(sd[k], 'shape', None) != own[k].shape]

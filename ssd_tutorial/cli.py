@@ -129,7 +129,7 @@ def cmd_train(args):
     try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs,
                                 lr=lr, backbone=args.backbone, pretrained=args.pretrained, seed=args.seed,
                                 loss=args.loss, model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug],
-                                init=getattr(args, 'init', None),
+                                init=args.init,
                                 distributed=world > 1, sync_bn=sync_bn, workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:
         if not rank0: raise

@@ -169,7 +169,7 @@ def _world()->int:
 def warm_start(model:nn.Module, path # a checkpoint's weights file (`.pth`, as `save_checkpoint` writes it)
               )->tuple: # `(tensors copied, tensors of model)`
     "Copy into `model` every tensor of the checkpoint at `path` whose name and shape match; the rest stay as they are."
-    src, own = torch.load(path, map_location='cpu', weights_only=True), model.state_dict()
+    src, own = read_weights(path), model.state_dict()
     same = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
     if not same: raise ValueError(f'{path}: no weight of this checkpoint fits the model (names or shapes differ)')
     model.load_state_dict(same, strict=False)

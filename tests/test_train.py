@@ -102,6 +102,8 @@ def test_warm_start_copies_what_fits(tmp_path):
     assert all(torch.equal(d[k], s[k]) for k in fits)
     assert all(torch.equal(d[k], before[k]) for k in d if k not in fits)
     with pytest.raises(ValueError, match='small.pth'): warm_start(torch.nn.Linear(2, 2), ck)
+    bad = tmp_path / 'cut.pth'; bad.write_bytes(ck.read_bytes()[:200])          # a download cut short
+    with pytest.raises(ValueError, match='cut.pth: not a readable checkpoint'): warm_start(dst, bad)
 
 def test_train_detector_init_starts_from_the_checkpoint(shapes, tmp_path):
     "CPU: `init` puts the checkpoint's weights in before training (zero epochs of change: lr tiny, one step)."
