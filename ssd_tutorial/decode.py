@@ -112,23 +112,24 @@ def decode_loop(clas, bbox, anchors, cell_size, score_thresh=.05, iou_thresh=.45
                         labels=torch.tensor([d[2] for d in dets], dtype=torch.long)))
     return res
 
+# %% ../nbs/05_nms.ipynb #h5a00004
+def _loop_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float)->Tensor:
+    "One `nms` per group, each group a slice of one sort by group: the kept indices by decreasing score."
+    order = groups.argsort(stable=True)                                             # each group's boxes side by side
+    n = torch.unique_consecutive(groups[order], return_counts=True)[1].tolist()
+    keep = torch.cat([o[torchvision.ops.nms(boxes[o], scores[o], iou_thresh)] for o in order.split(n)])
+    return keep[scores[keep].argsort(descending=True, stable=True)]
+
 # %% ../nbs/05_nms.ipynb #05f00011
 def group_nms(boxes:Tensor, # `[n, 4]` tlbr, in [0, 1]
               scores:Tensor, # `[n]`
               groups:Tensor, # `[n]` integer group of each box (its image and class)
               iou_thresh:float
              )->Tensor: # indices of the kept boxes, by decreasing score
-    ("NMS within each group: one shifted `nms` call up to 4000 boxes; "
-     "more, `_padded_nms` on a GPU, one `nms` per group on a CPU.")
-    if len(boxes) <= 4000:
-        shifted = boxes.double() + groups[:, None].double() * 2  # boxes in [0,1]: 2 apart never overlap
-        return torchvision.ops.nms(shifted, scores.double(), iou_thresh)
-    if boxes.is_cuda: return _padded_nms(boxes, scores, groups, iou_thresh)
-    order = groups.argsort(stable=True)                                             # each group's boxes side by side
-    n = torch.unique_consecutive(groups[order], return_counts=True)[1].tolist()
-    keep = torch.cat([o[torchvision.ops.nms(boxes[o], scores[o], iou_thresh)] for o in order.split(n)])
-    return keep[scores[keep].argsort(descending=True, stable=True)]
-
+    "NMS within each group: one shifted `nms` up to 4000 boxes; more, `_padded_nms` on a GPU, `_loop_nms` on a CPU."
+    if len(boxes) <= 4000:                       # groups moved 2 apart: boxes in [0, 1] of two groups never overlap
+        return torchvision.ops.nms(boxes.double() + groups[:, None].double() * 2, scores.double(), iou_thresh)
+    return (_padded_nms if boxes.is_cuda else _loop_nms)(boxes, scores, groups, iou_thresh)
 
 # %% ../nbs/05_nms.ipynb #05f0a002
 def _padded_nms(boxes:Tensor, scores:Tensor, groups:Tensor, iou_thresh:float,
