@@ -186,22 +186,44 @@ def centres_inside(boxes:Tensor, # `[n,4]` tlbr (a tensor or an array)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     return (left < cx) & (cx < left + width) & (top < cy) & (cy < top + height)
 
+# %% ../nbs/08a_crop_chain.ipynb #h8a00002
+def _cut(a:np.ndarray, left:int, top:int, width:int, height:int)->np.ndarray:
+    "The pixels of the patch of `a` (`[H,W,3]`); an error when the patch is not inside the image."
+    h, w = a.shape[:2]
+    if not (0 <= left and 0 <= top and 0 < width and 0 < height and left + width <= w and top + height <= h):
+        raise ValueError(f'crop_objects: the patch ({left}, {top}, {width}, {height}) is not inside the {w}x{h} image')
+    return np.ascontiguousarray(a[top:top + height, left:left + width])
+
 # %% ../nbs/08a_crop_chain.ipynb #514f8fdc
 def crop_objects(img, # PIL image or `[H,W,3]` uint8 array
                  boxes, labels, # `[n,4]` tlbr pixels, `n` labels
                  left:int, top:int, width:int, height:int # the patch, inside the image
                 )->tuple: # `(image, boxes, labels)`
     "The patch of `img`, with the objects whose centre it holds, their boxes moved into it and clipped."
-    a = _arr(img); b, (h, w) = _boxes(boxes, labels), a.shape[:2]
-    if not (0 <= left and 0 <= top and 0 < width and 0 < height and left + width <= w and top + height <= h):
-        raise ValueError(f'crop_objects: the patch ({left}, {top}, {width}, {height}) is not inside the {w}x{h} image')
-    keep = centres_inside(b, left, top, width, height)
-    out = np.ascontiguousarray(a[top:top + height, left:left + width])
-    return (_like(out, img), *clip_boxes(b[keep] - torch.tensor([left, top, left, top]), _take(labels, keep),
-                                         width, height))
+    a, b = _arr(img), _boxes(boxes, labels)
+    out, keep = _like(_cut(a, left, top, width, height), img), centres_inside(b, left, top, width, height)
+    return (out, *clip_boxes(b[keep] - torch.tensor([left, top, left, top]), _take(labels, keep), width, height))
 
 # %% ../nbs/08a_crop_chain.ipynb #18101f0c
 SSD_CROP_OPTIONS = (0., .1, .3, .5, .7, .9, 1.)  # minimum IoU; 0: a free patch, 1 (or more): the whole image
+
+# %% ../nbs/08a_crop_chain.ipynb #h8a00006
+def _draw_patch(w:int, h:int, min_scale:float, max_scale:float, min_aspect:float, max_aspect:float,
+                g:torch.Generator|None=None)->tuple|None: # `(left, top, width, height)`; `None`: aspect out of range
+    "One random patch of a `w` x `h` image, drawn as torchvision's `RandomIoUCrop` draws it."
+    r = (min_scale + (max_scale - min_scale) * torch.rand(2, generator=g)).numpy()   # float32, as torchvision
+    cw, ch = int(w * r[0]), int(h * r[1])
+    if cw == 0 or ch == 0 or not (min_aspect <= cw / ch <= max_aspect): return None
+    u = torch.rand(2, generator=g).numpy()
+    return int((w - cw) * u[0]), int((h - ch) * u[1]), cw, ch
+
+# %% ../nbs/08a_crop_chain.ipynb #h8a00004
+def _qualifies(b:np.ndarray, # `[n,4]` tlbr pixels
+               left:int, top:int, width:int, height:int, min_iou:float)->bool:
+    "Whether the patch holds the centre of an object that overlaps it by `min_iou` or more."
+    inside = centres_inside(b, left, top, width, height)
+    patch = torch.tensor([[left, top, left + width, top + height]], dtype=torch.float32)
+    return bool(inside.any()) and bool(box_iou(torch.from_numpy(b[inside]), patch).max() >= min_iou)
 
 # %% ../nbs/08a_crop_chain.ipynb #0cbc0401
 def iou_crop_params(w:int, h:int, # image size
@@ -221,15 +243,9 @@ def iou_crop_params(w:int, h:int, # image size
         min_iou = options[int(torch.randint(0, len(options), (1,), generator=g))]
         if min_iou >= 1: return None
         for _ in range(trials):
-            r = (min_scale + (max_scale - min_scale) * torch.rand(2, generator=g)).numpy()   # float32, as torchvision
-            cw, ch = int(w * r[0]), int(h * r[1])
-            if cw == 0 or ch == 0 or not (min_aspect <= cw / ch <= max_aspect): continue
-            u = torch.rand(2, generator=g).numpy()
-            left, top = int((w - cw) * u[0]), int((h - ch) * u[1])
-            inside = centres_inside(b, left, top, cw, ch)
-            patch = torch.tensor([[left, top, left + cw, top + ch]], dtype=torch.float32)
-            if not inside.any() or box_iou(torch.from_numpy(b[inside]), patch).max() < min_iou: continue
-            return dict(min_iou=min_iou, left=left, top=top, width=cw, height=ch)
+            p = _draw_patch(w, h, min_scale, max_scale, min_aspect, max_aspect, g)
+            if p is None or not _qualifies(b, *p, min_iou): continue
+            return dict(min_iou=min_iou, left=p[0], top=p[1], width=p[2], height=p[3])
     return None
 
 # %% ../nbs/08a_crop_chain.ipynb #be8d5725
