@@ -147,7 +147,6 @@ def ssd_cell_sizes(fmaps=(38, 19, 10, 5, 3, 1), # as in `ssd_anchors`
     "The cell size of every default box of `ssd_anchors`, for stage 1's `actn_to_bb` and `SigmoidL1Loss`."
     return torch.cat([torch.full((f * f * (2 + 2 * len(r)), 1), steps[k] / size if steps else 1 / f)
                       for k, (f, r) in enumerate(zip(fmaps, ratios))])
-
 ssd_grid_sizes = ssd_cell_sizes   # its name before: kept for one release
 
 # %% ../nbs/07_ssd300.ipynb #aaca7399
