@@ -37,6 +37,7 @@ def box_inter(a:Tensor, # boxes `[n,4]` in tlbr
     br = torch.min(a[:, None, 2:], b[None, :, 2:])  # (n, m, 2): its bottom-right corner
     return (br - tl).clamp(min=0).prod(-1)          # no overlap: a corner pair the wrong way round, area 0
 
+# %% ../nbs/00_boxes.ipynb #b00s0001
 def box_iou(a:Tensor, # boxes `[n,4]` in tlbr
             b:Tensor  # boxes `[m,4]` in tlbr
            )->Tensor:  # IoU matrix `[n,m]`
