@@ -25,8 +25,7 @@ def atomic_write(path:Path, write):
 # %% ../nbs/02c_checkpoint.ipynb #bd17ab13
 @dataclass
 class CheckpointConfig:
-    ("What a checkpoint holds a model of: enough to rebuild it (`stage`, `classes`, `size`, `backbone`, `model_kw`) "
-     "and to read its outputs (`loss`).")
+    "A checkpoint's model: rebuilt from `stage`, `classes`, `size`, `backbone` and `model_kw`, read out by its `loss`."
     stage: str          # a stage name: 'grid4x4', 'multigrid' or 'ssd'
     classes: list       # class names, background not counted
     size: int           # input side in pixels
@@ -34,6 +33,7 @@ class CheckpointConfig:
     loss: str = 'bce'   # the loss it was trained with, which decides its read-out
     model_kw: dict = field(default_factory=dict)   # more arguments of the stage's model (the multi-grid's `drop`)
 
+# %% ../nbs/02c_checkpoint.ipynb #c02c0003
 def save_checkpoint(model:nn.Module, path,
                     config:CheckpointConfig|None=None, # what the model is (`train_detector` gives its learner one)
                     **extra # more fields for the `.json` (without `config`: all of them)
@@ -59,18 +59,23 @@ _CONFIG_FIELDS = {'stage': (lambda v: isinstance(v, str), 'a stage name'),
                   'loss': (lambda v: isinstance(v, str), 'a loss name'),
                   'model_kw': (lambda v: isinstance(v, dict), 'an object {...}')}
 
+# %% ../nbs/02c_checkpoint.ipynb #c02c0004
+def _config_json(cfg_path:Path):
+    "The JSON in `cfg_path`; a `ValueError` naming it if it is not UTF-8 JSON."
+    try: return json.loads(cfg_path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
+
+# %% ../nbs/02c_checkpoint.ipynb #c02c0005
 def read_config(cfg_path:Path)->dict:
     ("The checked config of a checkpoint, with `CheckpointConfig`'s defaults for what it leaves out; "
      "a `ValueError` naming the file and the field at fault.")
-    try: cfg = json.loads(cfg_path.read_text(encoding='utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f'{cfg_path}: not a checkpoint config (not UTF-8 JSON: {e})') from None
+    cfg = _config_json(cfg_path)
     missing = [k for k in ('stage', 'classes', 'size', 'backbone') if not isinstance(cfg, dict) or k not in cfg]
     if missing: raise ValueError(f'{cfg_path}: not a checkpoint config (missing {missing})')
     for k, (ok, want) in _CONFIG_FIELDS.items():
         if k in cfg and not ok(cfg[k]):
             raise ValueError(f'{cfg_path}: {k!r} must be {want}, got {json.dumps(cfg[k])[:80]}')
-    # loss, model_kw: the defaults
     return {**asdict(CheckpointConfig(*(cfg[k] for k in ('stage', 'classes', 'size', 'backbone')))), **cfg}
 
 # %% ../nbs/02c_checkpoint.ipynb #02f00008
@@ -89,19 +94,42 @@ def checkpoint_files(path)->tuple:
         raise FileNotFoundError(f'{cfg}: checkpoint config not found (the .json written beside {p.name})')
     return p, cfg
 
+# %% ../nbs/02c_checkpoint.ipynb #c02c0008
+def _unreadable(path, e:Exception)->ValueError:
+    "The one-line error for a weights file `path` that `torch.load` could not read (with `e`)."
+    why = ('it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e)
+           else (str(e).strip().splitlines() or [type(e).__name__])[0][:100])
+    return ValueError(f'{path}: not a readable checkpoint (truncated, or not written by save_checkpoint: {why})')
+
 # %% ../nbs/02c_checkpoint.ipynb #02c0w001
 def read_weights(path, device='cpu')->dict:
     "The state dict in the weights file `path`, read without unpickling; a bad file is a one-line error naming it."
     try: sd = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError: raise FileNotFoundError(f'{path}: checkpoint not found') from None
-    except Exception as e:
-        why = ('it holds pickled objects, not a state dict' if 'Weights only load failed' in str(e)
-               else (str(e).strip().splitlines() or [type(e).__name__])[0][:100])
-        raise ValueError(f'{path}: not a readable checkpoint '
-                         f'(truncated, or not written by save_checkpoint: {why})') from None
+    except Exception as e: raise _unreadable(path, e) from None
     if not isinstance(sd, dict):
         raise ValueError(f'{path}: not a checkpoint (holds a {type(sd).__name__}, not a state dict)')
     return sd
+
+# %% ../nbs/02c_checkpoint.ipynb #c02c0010
+def _build_model(cfg:dict, cfg_path:Path, factories:dict)->nn.Module:
+    "The model of config `cfg`, built by `factories[stage]`; a `ValueError` naming `cfg_path` if none can be built."
+    if cfg['stage'] not in factories:
+        raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(factories)}")
+    try: return factories[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'],
+                                        **cfg['model_kw'])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
+
+# %% ../nbs/02c_checkpoint.ipynb #c02c0012
+def _check_fit(path:Path, cfg:dict, own:dict, sd:dict):
+    "A `ValueError` naming `path` unless the weights `sd` have exactly the names and shapes of the model's `own`."
+    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
+    wrong = [k for k in own if k in sd and getattr(sd[k], 'shape', None) != own[k].shape]
+    if not (missing or extra or wrong): return
+    raise ValueError(f"{path}: weights do not fit a {cfg['stage']} model with {len(cfg['classes'])} classes "
+                     f"({cfg['backbone']}): {len(missing)} missing, {len(extra)} unexpected and {len(wrong)} misshapen "
+                     f"tensors, e.g. {(missing or extra or wrong)[0]!r}")
 
 # %% ../nbs/02c_checkpoint.ipynb #02c0w002
 def read_checkpoint(path, # the weights file of a checkpoint (`name` alone finds `name.pth`); its config beside it
@@ -112,21 +140,8 @@ def read_checkpoint(path, # the weights file of a checkpoint (`name` alone finds
      "a bad file is a one-line error naming it.")
     path, cfg_path = checkpoint_files(path)
     cfg = read_config(cfg_path)
-    if cfg['stage'] not in factories:
-        raise ValueError(f"{cfg_path}: unknown stage {cfg['stage']!r}; known: {list(factories)}")
-    try: model = factories[cfg['stage']](len(cfg['classes']), backbone=cfg['backbone'], size=cfg['size'],
-                                         **cfg['model_kw'])
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{cfg_path}: no {cfg['stage']} model can be built from it ({e})") from None
+    model = _build_model(cfg, cfg_path, factories)
     sd = read_weights(path, device)
-    own = model.state_dict()
-    missing, extra = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    wrong = [k for k in own if k in sd and getattr(sd[k], 'shape', None) != own[k].shape]
-    if missing or extra or wrong:
-        eg = (missing or extra or wrong)[0]
-        raise ValueError(f"{path}: weights do not fit a {cfg['stage']} model "
-                         f"with {len(cfg['classes'])} classes ({cfg['backbone']}): "
-                         f"{len(missing)} missing, {len(extra)} unexpected "
-                         f"and {len(wrong)} misshapen tensors, e.g. {eg!r}")
+    _check_fit(path, cfg, model.state_dict(), sd)
     model.load_state_dict(sd)
     return model.to(device).eval(), cfg
