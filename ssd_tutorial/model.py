@@ -61,6 +61,7 @@ def _tv_model(arch:str, pretrained:bool)->nn.Module:
                           'training from random initialisation instead')
     return fn(weights=None)
 
+# %% ../nbs/02a_grid_model.ipynb #a02a0001
 def resnet_body(arch:str='resnet34', pretrained:bool=False)->nn.Module:
     "A torchvision ResNet without its pooling and classifier; ImageNet weights if `pretrained` (and reachable)."
     if arch not in ('resnet18', 'resnet34'): raise ValueError(f"backbone must be 'resnet18' or 'resnet34', got "
@@ -76,6 +77,7 @@ def conv_out(f:int, # side of the input map
     n = f + 2 * pad - k
     return (-(-n // stride) if ceil else n // stride) + 1
 
+# %% ../nbs/02a_grid_model.ipynb #a02a0004
 def resnet_side(size:int, # input side in pixels
                 n_down:int=5 # stride-2 steps taken: conv1, maxpool, layer2, layer3, layer4
                )->int:
@@ -84,6 +86,7 @@ def resnet_side(size:int, # input side in pixels
     for _ in range(n_down): size = conv_out(size)
     return size
 
+# %% ../nbs/02a_grid_model.ipynb #a02a0006
 def head_stride(size:int, n:int=4)->int:
     "Stride of the last head conv so that a `size` px image ends on an `n`x`n` grid."
     f = resnet_side(size)
@@ -99,6 +102,7 @@ class SSDModel(nn.Module):
         self.body, self.head = body, head
     def forward(self, x): return self.head(self.body(x))
 
+# %% ../nbs/02a_grid_model.ipynb #a02a0007
 def grid_model(n_classes:int, # object classes, background not counted
                pretrained:bool=False, # try the ImageNet weights
                backbone:str='resnet34', # 'resnet18' or 'resnet34'
