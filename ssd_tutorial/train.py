@@ -46,6 +46,7 @@ class Stage:
     model_kw: tuple = ()   # the extra arguments of `model` a checkpoint may carry (the multi-grid's `drop`)
     def __getitem__(self, k:str): return getattr(self, k)   # `STAGES[s]['size']`, the dict form of earlier releases
 
+# %% ../nbs/07a_train.ipynb #e7a0a000
 # min_bs: the multi-grid head's 1x1 grid, the extra layers of SSD's ResNet and vgg16_bn bodies (the plain VGG16 has
 # no batch norm but is held to the same rule)
 STAGES = {'grid4x4':   Stage(grid_model,  size=128, min_bs=1, per_positive=False, priors=_grid_priors),
@@ -148,9 +149,6 @@ class StopOnNonFinite(Callback):
                 f'training stopped. The model holds the weights of the last finite loss ({kept}); try a lower --lr')
 
 # %% ../nbs/07a_train.ipynb #7a000013
-# `--aug` names of `get_dls`'s `aug`
-AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}
-
 def default_workers(device=None)->int:
     ("DataLoader workers for training on `device` (default: CUDA where there is one): 0 on a CPU, "
      "else cores - 1 (at most 8) shared by this machine's processes.")
@@ -160,10 +158,15 @@ def default_workers(device=None)->int:
     here = max(1, int(os.environ.get('LOCAL_WORLD_SIZE', 1)))   # processes on this machine (torchrun sets it)
     return 0 if dev.type == 'cpu' else min(8, max(1, ((os.cpu_count() or 1) - 1) // here))
 
+# %% ../nbs/07a_train.ipynb #e7a0a001
 def _world()->int:
     "The number of processes `torchrun` started (its `WORLD_SIZE`), 1 outside it."
     from fastai.torch_core import num_distrib
     return max(1, num_distrib())
+
+# %% ../nbs/07a_train.ipynb #e7a0a003
+# `--aug` names (the command line's, 90_cli) of `get_dls`'s `aug`, as `train_detector` takes it
+AUG_FLAGS = {'none': False, 'flip': True, 'ssd': 'ssd', 'ssd-no-zoom': 'ssd-no-zoom'}
 
 # %% ../nbs/07a_train.ipynb #7a0d0002
 def warm_start(model:nn.Module, path # a checkpoint's weights file (`.pth`, as `save_checkpoint` writes it)
