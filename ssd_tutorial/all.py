@@ -10,6 +10,8 @@ from . import (
     boxes as _boxes, files as _files, augment as _augment, data as _data, anchors as _anchors, model as _model,
     loss as _loss, checkpoint as _checkpoint, decode as _decode, metrics as _metrics, errors as _errors,
     distributed as _distributed, train as _train, inference as _inference)
+
+# %% ../nbs/99_all.ipynb #99all001
 from .boxes import *
 from .files import *
 from .augment import *
@@ -19,6 +21,8 @@ from .model import *
 from .loss import *
 from .checkpoint import *
 from .decode import *
+
+# %% ../nbs/99_all.ipynb #99all002
 from .metrics import *
 from .errors import *
 from .distributed import *
