@@ -304,7 +304,7 @@ def stage_table(name:str, # this stage's row name
                                f"{rows[k]['AP']:8.3f} {rows[k]['secs']:8.0f}s" for k in upto])
 
 # %% ../nbs/06b_coco_check.ipynb #3e7564c9
-gts_to_coco = to_coco   # the ground truth as a COCO annotation dict: `to_coco` of 01_data, which takes these dicts too
+gts_to_coco = to_coco   # the ground truth as a COCO annotation dict: `to_coco` of 01c_datasets, which takes these dicts too
 
 # %% ../nbs/06b_coco_check.ipynb #d0e2899a
 def dets_to_coco(dets:list, classes=None,
