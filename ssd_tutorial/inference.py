@@ -173,8 +173,7 @@ def _colour(label, classes)->tuple:
     return cols[(classes.index(label) if classes and label in classes else 0) % len(cols)]
 
 def _boxes_on(dets:dict, size:tuple)->Tensor:
-    ("The boxes of `dets` on a picture of `size` (w, h): "
-     "scaled from `dets['size']`, the size they are in, when that differs.")
+    "The boxes of `dets` on a picture of `size` (w, h), scaled from `dets['size']` (their size) if that differs."
     b, made = dets['boxes'], dets.get('size')
     if made is None or tuple(made) == tuple(size): return b
     return b * b.new_tensor([size[0] / made[0], size[1] / made[1]] * 2)
@@ -209,11 +208,10 @@ def draw_detections(img, dets:dict, classes:list|None=None)->Image.Image:
                stroke_width=max(1, lw // 2), stroke_fill='black')
     return im
 
-# %% ../nbs/09_inference.ipynb #4daf81c2
+# %% ../nbs/09_inference.ipynb #fea7fc57
 IMAGE_EXTS = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp',
               '.ppm', '.pgm', '.pbm', '.pnm')
 
-# %% ../nbs/09_inference.ipynb #fea7fc57
 def image_files(paths)->tuple: # `(files, skipped)`
     ("The files of `paths` and the images inside its folders (by extension, sorted, not recursive); "
      "the folders' other files are `skipped`.")
@@ -230,8 +228,7 @@ def image_files(paths)->tuple: # `(files, skipped)`
 # %% ../nbs/09_inference.ipynb #cf5694b6
 @patch
 def iter_files(self:Detector, fns:list):
-    ("`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; "
-     "`(fn, None, ImageError)` for one that cannot be read.")
+    "`(fn, image, dets)` for each file of `fns`, in order, `bs` at a time; `(fn, None, ImageError)` if unreadable."
     fns = list(fns)
     for i, (ims, xb) in zip(range(0, len(fns), self.bs), self.batches(fns)):
         good = [im for im in ims if isinstance(im, Image.Image)]
