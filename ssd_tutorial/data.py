@@ -13,7 +13,7 @@ from torch import Tensor
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
+__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'record_field', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
 
 # %% ../nbs/01_data.ipynb #s2501001
 from .boxes import *
@@ -381,7 +381,7 @@ def get_dls(train:list, # training `Record`s
     return dblock.dataloaders(list(train) + list(valid), bs=bs, num_workers=num_workers, **kwargs)
 
 # %% ../nbs/01c_datasets.ipynb #dc01c005
-def _field(r, k:str, default=None):
+def record_field(r, k:str, default=None):
     "Field `k` of `r`, a `Record` or a dict; `default` where it is absent or `None`."
     v = r.get(k) if isinstance(r, dict) else getattr(r, k, None)
     return default if v is None else v
@@ -389,17 +389,17 @@ def _field(r, k:str, default=None):
 # %% ../nbs/01c_datasets.ipynb #dc01c006
 def _coco_image(r, i:int, sizes=None)->dict:
     "The COCO `images` entry of record `r`, image id `i + 1`; its size from `sizes`, else the record, else the file."
-    fname = _field(r, 'fname')
-    w, h = sizes[i] if sizes is not None else (_field(r, 'size') or (image_size(fname) if fname else (1, 1)))
+    fname = record_field(r, 'fname')
+    w, h = sizes[i] if sizes is not None else (record_field(r, 'size') or (image_size(fname) if fname else (1, 1)))
     return dict(id=i + 1, file_name=Path(fname).name if fname else f'{i + 1}.png', width=int(w), height=int(h))
 
 # %% ../nbs/01c_datasets.ipynb #dc01c009
 def _coco_objects(r, i:int, ls:list, cat:dict)->list:
     "The COCO annotations of record `r` (image id `i + 1`, labels `ls`, category ids `cat`), without their own ids."
-    boxes = torch.as_tensor(_field(r, 'boxes', []), dtype=torch.float64).reshape(-1, 4).tolist()
-    flags = lambda k: torch.as_tensor(_field(r, k, [False] * len(boxes))).reshape(-1).tolist()
+    boxes = torch.as_tensor(record_field(r, 'boxes', []), dtype=torch.float64).reshape(-1, 4).tolist()
+    flags = lambda k: torch.as_tensor(record_field(r, k, [False] * len(boxes))).reshape(-1).tolist()
     if bad := sorted({str(l) for l in ls if l not in cat}):
-        raise ValueError(f'image {i + 1} ({_field(r, "fname") or "no file"}) has label(s) {bad} that are not in '
+        raise ValueError(f'image {i + 1} ({record_field(r, "fname") or "no file"}) has label(s) {bad} that are not in '
                          f'classes {list(cat)}')
     return [dict(image_id=i + 1, category_id=cat[l], bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1),
                  iscrowd=int(c), ignore=int(d))
@@ -416,7 +416,7 @@ def to_coco(
             sizes=None # `(w, h)` of each image, where the records do not say
            )->dict:
     "COCO-format dict (written to `fn` if given) of `records`; image ids are `1..n` in record order."
-    labels = [[l.item() if hasattr(l, 'item') else l for l in _field(r, 'labels', [])] for r in records]
+    labels = [[l.item() if hasattr(l, 'item') else l for l in record_field(r, 'labels', [])] for r in records]
     if isinstance(classes, int): classes = list(range(1, classes + 1))
     classes = list(classes) if classes is not None else sorted({l for ls in labels for l in ls})
     cat = {c: i + 1 for i, c in enumerate(classes)}

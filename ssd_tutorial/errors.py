@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np, torch, matplotlib.pyplot as plt
 from torch import Tensor
 from .boxes import *
+from .data import record_field
 from .metrics import pr_curve
 
 # %% auto #0
@@ -45,16 +46,12 @@ def ap101(rec:np.ndarray, prec:np.ndarray # a precision-recall curve along the s
     return float(np.where(i < len(env), env[np.minimum(i, len(env) - 1)], 0.).mean())
 
 # %% ../nbs/06a_errors.ipynb #425c90c9
-def _field(x, k, default=None):
-    v = x.get(k) if isinstance(x, dict) else getattr(x, k, None)
-    return default if v is None else v
-
 def _arr(v, dtype=float)->np.ndarray:
     return (v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)).astype(dtype)
 
 # %% ../nbs/06a_errors.ipynb #5628a846
 def _labels(x, idx:dict, what:str)->np.ndarray:
-    ls = [l.item() if hasattr(l, 'item') else l for l in _field(x, 'labels', [])]
+    ls = [l.item() if hasattr(l, 'item') else l for l in record_field(x, 'labels', [])]
     if bad := sorted({str(l) for l in ls if l not in idx}):
         raise ValueError(f'{what} has label(s) {bad} that are not in classes {list(idx)}')
     return np.array([idx[l] for l in ls], dtype=int)
@@ -65,16 +62,16 @@ def _tide_inputs(gts:list, dets:list, classes=None, max_det:int=100)->tuple:
     if len(gts) != len(dets): raise ValueError(f'{len(gts)} ground-truth entries but {len(dets)} detection entries')
     if classes is None:
         classes = sorted({l.item() if hasattr(l, 'item') else l for x in list(gts) + list(dets)
-                          for l in _field(x, 'labels', [])})
+                          for l in record_field(x, 'labels', [])})
     idx, G, D = {c: i for i, c in enumerate(classes)}, [], []
     for i, (g, d) in enumerate(zip(gts, dets)):
         l = _labels(g, idx, f'the ground truth of image {i}')
-        flag = lambda k: _arr(_field(g, k, np.zeros(len(l))), bool).reshape(-1)
-        G.append(dict(b=_arr(_field(g, 'boxes', np.zeros((0, 4)))).reshape(-1, 4), l=l,
+        flag = lambda k: _arr(record_field(g, k, np.zeros(len(l))), bool).reshape(-1)
+        G.append(dict(b=_arr(record_field(g, 'boxes', np.zeros((0, 4)))).reshape(-1, 4), l=l,
                       ign=flag('difficult') | flag('crowd')))
-        s = _arr(_field(d, 'scores', [])).reshape(-1)
+        s = _arr(record_field(d, 'scores', [])).reshape(-1)
         o = np.argsort(-s, kind='stable')[:max_det]
-        D.append(dict(b=_arr(_field(d, 'boxes', np.zeros((0, 4)))).reshape(-1, 4)[o], s=s[o],
+        D.append(dict(b=_arr(record_field(d, 'boxes', np.zeros((0, 4)))).reshape(-1, 4)[o], s=s[o],
                       l=_labels(d, idx, f'the detections of image {i}')[o], i=o))
     return G, D, list(classes)
 

@@ -21,9 +21,8 @@ def _np(v, dtype=None):
     v = v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)
     return v.astype(dtype) if dtype is not None else v
 
-def _get(x, k, default=None): return getattr(x, k, default) if not isinstance(x, dict) else x.get(k, default)
-def _boxes(x): return _np(_get(x, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4)
-def _flag(x, k, n): return (_np(_get(x, k), bool) if _get(x, k) is not None else np.zeros(n, bool)).reshape(-1)
+def _boxes(x): return _np(record_field(x, 'boxes', np.zeros((0, 4))), float).reshape(-1, 4)
+def _flag(x, k, n): return (_np(record_field(x, k), bool) if record_field(x, k) is not None else np.zeros(n, bool)).reshape(-1)
 
 # %% ../nbs/06_metrics.ipynb #h6000001
 def _classes(labels:list, # per entry, its labels
@@ -38,7 +37,7 @@ def _classes(labels:list, # per entry, its labels
 def _label_idx(x, classes:list, what:str, i:int)->np.ndarray:
     "The labels of entry `x` as positions `1..C` in `classes`; one that is not in `classes` is an error that names it."
     idx = {c: j + 1 for j, c in enumerate(classes)}
-    ls = [l.item() if hasattr(l, 'item') else l for l in _np(_get(x, 'labels', []))]
+    ls = [l.item() if hasattr(l, 'item') else l for l in _np(record_field(x, 'labels', []))]
     bad = sorted({str(l) for l in ls if l not in idx})
     if bad: raise ValueError(f'{what} of image {i} has label(s) {bad} that are not in classes {list(classes)}')
     return np.array([idx[l] for l in ls], dtype=int)
@@ -47,10 +46,10 @@ def _label_idx(x, classes:list, what:str, i:int)->np.ndarray:
 def _prep(gts:list, dets:list, classes=None)->tuple:
     "Ground truth and detections as numpy arrays with labels `1..C` (positions in `classes`), and `classes`."
     if len(gts) != len(dets): raise ValueError(f'{len(gts)} ground-truth entries but {len(dets)} detection entries')
-    classes = _classes([_get(x, 'labels', []) for x in list(gts) + list(dets)], classes)
+    classes = _classes([record_field(x, 'labels', []) for x in list(gts) + list(dets)], classes)
     gt = lambda g, l: dict(b=_boxes(g), l=l, d=_flag(g, 'difficult', len(l)), c=_flag(g, 'crowd', len(l)))
     G = [gt(g, _label_idx(g, classes, 'the ground truth', i)) for i, g in enumerate(gts)]
-    D = [dict(b=_boxes(d), s=_np(_get(d, 'scores', []), float).reshape(-1),
+    D = [dict(b=_boxes(d), s=_np(record_field(d, 'scores', []), float).reshape(-1),
               l=_label_idx(d, classes, 'the detections', i)) for i, d in enumerate(dets)]
     return G, D, classes
 
@@ -255,7 +254,7 @@ def evaluate(model, records:list, classes:list, anchors:Tensor, cell_size, size:
 # %% ../nbs/06_metrics.ipynb #0833c8f9
 def metrics_table(res:dict, classes:list)->str:
     "Per-class table of `evaluate`'s result: objects, VOC07 AP@0.5, all-point AP@0.5, COCO AP@[.5:.95], and the means."
-    n_obj = {c: sum(list(_get(g, 'labels')).count(c) for g in res['gts']) for c in classes}
+    n_obj = {c: sum(list(record_field(g, 'labels')).count(c) for g in res['gts']) for c in classes}
     f = lambda d, c: f'{d[c]:.3f}' if c in d else '-'
     lines = [f"{'class':14s} {'objects':>7s} {'AP50 VOC07':>10s} {'AP50':>6s} {'AP':>6s}"]
     for c in classes:
