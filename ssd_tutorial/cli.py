@@ -113,6 +113,8 @@ def cmd_train(args):
     out = prepare_out(args.out)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.loss = args.loss or STAGE_LOSS[args.stage]
+    if getattr(args, 'gamma', None) is not None and args.loss != 'focal':
+        raise ValueError(f'--gamma is a setting of the focal loss (--loss focal), not of {args.loss}')
     # the recipe's 128 px on a CPU; on a GPU the stage's own size (300 for ssd: SSD300)
     args.size = args.size or (RECIPE['size'] if dev == 'cpu' else STAGES[args.stage].size)
     # a bad --size fails now, not after the data
@@ -129,6 +131,7 @@ def cmd_train(args):
     try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs,
                                 lr=lr, backbone=args.backbone, pretrained=args.pretrained, seed=args.seed,
                                 loss=args.loss, model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug],
+                                loss_kw=None if getattr(args, 'gamma', None) is None else dict(gamma=args.gamma),
                                 init=args.init,
                                 distributed=world > 1, sync_bn=sync_bn, workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:
@@ -294,6 +297,8 @@ def get_parser()->argparse.ArgumentParser:
                         "(default the stage's lesson's: bce for grid4x4 and multigrid, multibox for ssd)")
     t.add_argument('--drop', type=float, default=None,
                    help='multigrid: head dropout (default 0.4, the walkthrough\'s; 0.1 trains faster from scratch)')
+    t.add_argument('--gamma', type=_positive_float, default=None,
+                   help="focal loss: its gamma (default 2, the paper's; 04_focal trains the multi-grid with 1)")
     _data_args(t)
     t.add_argument('--epochs', type=_positive, default=RECIPE['epochs'], help=f"epochs (default {RECIPE['epochs']})")
     t.add_argument('--size', type=_positive, default=None,

@@ -69,12 +69,15 @@ LOSSES = {'bce': lambda n_classes: bce_conf_loss, 'focal': FocalLoss,   # class 
 # %% ../nbs/07a_train.ipynb #8fe231f7
 def make_loss(loss:str, # a key of `LOSSES`
               n_classes:int, anchors:Tensor, cell_size,
-              per_positive:bool=False # `SigmoidL1Loss`'s: the sigmoid class loss divided by the positives of the batch
+              per_positive:bool=False, # `SigmoidL1Loss`'s: the sigmoid class loss divided by the positives of the batch
+              loss_kw:dict|None=None # settings of the focal loss: `FocalLoss`'s `alpha` and `gamma`
              ):
     "The loss function named `loss` for a model with `n_classes` classes on these default boxes."
     if loss not in LOSSES: raise ValueError(f'unknown loss {loss!r}; known: {list(LOSSES)}')
+    if loss_kw and loss != 'focal': raise ValueError(f'{loss_kw} are settings of the focal loss, not of {loss!r}')
     if loss == 'multibox': return MultiBoxLoss(anchors)
-    return SigmoidL1Loss(anchors, cell_size, conf_loss=LOSSES[loss](n_classes), per_positive=per_positive)
+    conf_loss = LOSSES[loss](n_classes, **(loss_kw or {}))
+    return SigmoidL1Loss(anchors, cell_size, conf_loss=conf_loss, per_positive=per_positive)
 
 # %% ../nbs/07a_train.ipynb #975e5b18
 def decode_softmax(clas:Tensor, bbox:Tensor, anchors:Tensor, cell_size=None, score_thresh:float=.05,
@@ -188,6 +191,7 @@ def train_detector(train:list, valid:list, # `Record`s
                    pretrained:bool=False, seed:int=0,
                    loss:str='bce', # a key of `LOSSES`: 'bce', 'focal' or 'multibox'
                    model_kw:dict|None=None, # more arguments of the stage's model (multigrid: `drop`)
+                   loss_kw:dict|None=None, # settings of the focal loss (04_focal's recipe: `dict(gamma=1.)`)
                    bf16:bool=False, # bfloat16 mixed precision (`BF16Training`)
                    # training-set augmentation, `get_dls`'s: True fastai's flips and lighting,
                    # 'ssd' the paper's (08_augment)
@@ -223,7 +227,8 @@ def train_detector(train:list, valid:list, # `Record`s
     model = st.model(len(classes), pretrained=pretrained, backbone=backbone, size=size, **(model_kw or {}))
     if init is not None: warm_start(model, init)
     anchors, gs = stage_priors(stage, model, size)
-    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive),
+    learn = Learner(dls, model, loss_func=make_loss(loss, len(classes), anchors, gs, per_positive=st.per_positive,
+                                                    loss_kw=loss_kw),
                     cbs=[StopOnNonFinite()] + ([BF16Training()] if bf16 else []))
     learn.anchors, learn.cell_size, learn.detect = anchors, gs, stage_detect(loss)
     # what `save_checkpoint` writes
