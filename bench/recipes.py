@@ -34,12 +34,9 @@ def main():
     kw = {'drop': args.drop} if args.drop is not None else {}
     model = STAGES[args.stage].model(len(SHAPES), backbone='resnet18', size=128, **kw)
     anchors, cs = stage_priors(args.stage, model, 128)
-    loss = make_loss(args.loss, len(SHAPES), anchors, cs, per_positive=args.per_positive)
+    loss_kw = {k: v for k, v in (('alpha', args.alpha), ('gamma', args.gamma)) if v is not None}
+    loss = make_loss(args.loss, len(SHAPES), anchors, cs, per_positive=args.per_positive, loss_kw=loss_kw or None)
     if args.thresh is not None: loss.thresh = args.thresh
-    if (args.alpha, args.gamma) != (None, None):
-        if args.loss != 'focal': a.error('--alpha and --gamma are options of the focal loss')
-        if args.alpha is not None: loss.conf_loss.alpha = args.alpha
-        if args.gamma is not None: loss.conf_loss.gamma = args.gamma
     learn = Learner(dls, model, loss_func=loss, cbs=[BF16Training()] if bf16_native() else [])
     t0 = time.time(); learn.fit_one_cycle(args.epochs, args.lr); secs = time.time() - t0
     detect = stage_detect(args.loss)

@@ -113,7 +113,8 @@ def cmd_train(args):
     out = prepare_out(args.out)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.loss = args.loss or STAGE_LOSS[args.stage]
-    if getattr(args, 'gamma', None) is not None and args.loss != 'focal':
+    gamma = getattr(args, 'gamma', None)   # None: FocalLoss's own, the paper's 2
+    if gamma is not None and args.loss != 'focal':   # fails now, not after the data
         raise ValueError(f'--gamma is a setting of the focal loss (--loss focal), not of {args.loss}')
     # the recipe's 128 px on a CPU; on a GPU the stage's own size (300 for ssd: SSD300)
     args.size = args.size or (RECIPE['size'] if dev == 'cpu' else STAGES[args.stage].size)
@@ -131,7 +132,7 @@ def cmd_train(args):
     try: learn = train_detector(train, valid, classes, stage=args.stage, size=args.size, bs=args.bs, epochs=args.epochs,
                                 lr=lr, backbone=args.backbone, pretrained=args.pretrained, seed=args.seed,
                                 loss=args.loss, model_kw=_model_kw(args), bf16=args.bf16, aug=AUG_FLAGS[args.aug],
-                                loss_kw=None if getattr(args, 'gamma', None) is None else dict(gamma=args.gamma),
+                                loss_kw=None if gamma is None else dict(gamma=gamma),
                                 init=args.init,
                                 distributed=world > 1, sync_bn=sync_bn, workers=getattr(args, 'workers', None))
     except NonFiniteLoss as e:

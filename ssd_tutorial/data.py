@@ -13,7 +13,7 @@ from torch import Tensor
 from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
-__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'record_field', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
+__all__ = ['SHAPES', 'DIFFICULTY', 'AUGS', 'Record', 'shapes_settings', 'write_voc_xml', 'make_shapes', 'data_home', 'get_shapes', 'parse_voc_xml', 'read_voc', 'summarize', 'show_records', 'LongLabels', 'CheckedPILImage', 'get_dls', 'DataError', 'ImageError', 'image_size', 'load_image', 'check_image', 'check_images', 'record_field', 'record_labels', 'to_coco', 'read_coco', 'load_dataset', 'load_eval_set', 'objects_to_train', 'thread_map', 'squish', 'stack_images', 'to_batch', 'normalize_batch']
 
 # %% ../nbs/01_data.ipynb #s2501001
 from .boxes import *
@@ -386,6 +386,10 @@ def record_field(r, k:str, default=None):
     v = r.get(k) if isinstance(r, dict) else getattr(r, k, None)
     return default if v is None else v
 
+def record_labels(r)->list:
+    "The labels of `r` (a `Record` or a dict) as plain Python values: tensor and numpy elements unwrapped."
+    return [l.item() if hasattr(l, 'item') else l for l in record_field(r, 'labels', [])]
+
 # %% ../nbs/01c_datasets.ipynb #dc01c006
 def _coco_image(r, i:int, sizes=None)->dict:
     "The COCO `images` entry of record `r`, image id `i + 1`; its size from `sizes`, else the record, else the file."
@@ -416,7 +420,7 @@ def to_coco(
             sizes=None # `(w, h)` of each image, where the records do not say
            )->dict:
     "COCO-format dict (written to `fn` if given) of `records`; image ids are `1..n` in record order."
-    labels = [[l.item() if hasattr(l, 'item') else l for l in record_field(r, 'labels', [])] for r in records]
+    labels = [record_labels(r) for r in records]
     if isinstance(classes, int): classes = list(range(1, classes + 1))
     classes = list(classes) if classes is not None else sorted({l for ls in labels for l in ls})
     cat = {c: i + 1 for i, c in enumerate(classes)}

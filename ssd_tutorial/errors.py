@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np, torch, matplotlib.pyplot as plt
 from torch import Tensor
 from .boxes import *
-from .data import record_field
+from .data import record_field, record_labels
 from .metrics import pr_curve
 
 # %% auto #0
@@ -51,7 +51,7 @@ def _arr(v, dtype=float)->np.ndarray:
 
 # %% ../nbs/06a_errors.ipynb #5628a846
 def _labels(x, idx:dict, what:str)->np.ndarray:
-    ls = [l.item() if hasattr(l, 'item') else l for l in record_field(x, 'labels', [])]
+    ls = record_labels(x)
     if bad := sorted({str(l) for l in ls if l not in idx}):
         raise ValueError(f'{what} has label(s) {bad} that are not in classes {list(idx)}')
     return np.array([idx[l] for l in ls], dtype=int)
@@ -61,8 +61,7 @@ def _tide_inputs(gts:list, dets:list, classes=None, max_det:int=100)->tuple:
     "Per image: objects (`b`, `l` class index, `ign`), detections sorted by score (`b`, `s`, `l`, `i` input index)."
     if len(gts) != len(dets): raise ValueError(f'{len(gts)} ground-truth entries but {len(dets)} detection entries')
     if classes is None:
-        classes = sorted({l.item() if hasattr(l, 'item') else l for x in list(gts) + list(dets)
-                          for l in record_field(x, 'labels', [])})
+        classes = sorted({l for x in list(gts) + list(dets) for l in record_labels(x)})
     idx, G, D = {c: i for i, c in enumerate(classes)}, [], []
     for i, (g, d) in enumerate(zip(gts, dets)):
         l = _labels(g, idx, f'the ground truth of image {i}')

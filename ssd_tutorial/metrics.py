@@ -37,7 +37,7 @@ def _classes(labels:list, # per entry, its labels
 def _label_idx(x, classes:list, what:str, i:int)->np.ndarray:
     "The labels of entry `x` as positions `1..C` in `classes`; one that is not in `classes` is an error that names it."
     idx = {c: j + 1 for j, c in enumerate(classes)}
-    ls = [l.item() if hasattr(l, 'item') else l for l in _np(record_field(x, 'labels', []))]
+    ls = record_labels(x)
     bad = sorted({str(l) for l in ls if l not in idx})
     if bad: raise ValueError(f'{what} of image {i} has label(s) {bad} that are not in classes {list(classes)}')
     return np.array([idx[l] for l in ls], dtype=int)
